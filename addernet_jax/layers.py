@@ -1,0 +1,84 @@
+"""Flax NNX layers built on the adder ops."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from addernet_jax.ops import adder2d
+from addernet_jax.ops.geometry import PaddingLike
+
+
+class AdderKernel(nnx.Param):
+    """An adder layer's filters. A Param subtype so that the optimizer can find every adder
+    kernel (and only those) for the adaptive learning rate of paper Eq. 12-13."""
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+class Adder2D(nnx.Module):
+    """2-D adder layer: y = -||patch - filter||_1 per output channel (paper Eq. 2), NHWC.
+
+    Initialised as the official `adder.py`: filters ~ N(0, 1) with no fan-in scaling, bias
+    (off by default, as in every official model) ~ U[0, 1) (ADDERNET.md 1.4-1.5). Follow it with
+    BatchNorm: adder outputs are non-positive with a large variance (ADDERNET.md 3).
+
+    Args:
+      in_features: C_in.
+      out_features: C_out.
+      kernel_size: int or (kh, kw).
+      strides: int or (sh, sw).
+      padding: see `adder2d`; an int pads every side by that much, as the official layer.
+      use_bias: add a learned per-channel bias.
+      impl: adder2d implementation name, or 'auto'.
+      input_grad: 'hardtanh' (paper) or 'sign'.
+      param_dtype: dtype of the parameters.
+      rngs: NNX random streams; `rngs.params` initialises the parameters.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int | Sequence[int],
+        strides: int | Sequence[int] = 1,
+        *,
+        padding: PaddingLike = 0,
+        use_bias: bool = False,
+        impl: str = "auto",
+        input_grad: str = "hardtanh",
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        kh, kw = _pair(kernel_size)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.kernel_size = (kh, kw)
+        self.strides = _pair(strides)
+        self.padding = padding
+        self.impl = impl
+        self.input_grad = input_grad
+        shape = (kh, kw, in_features, out_features)
+        self.kernel = AdderKernel(jax.random.normal(rngs.params(), shape, param_dtype))
+        self.bias = (
+            nnx.Param(jax.random.uniform(rngs.params(), (out_features,), param_dtype))
+            if use_bias
+            else None
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Applies the layer to an NHWC batch."""
+        return adder2d(
+            x,
+            self.kernel[...],
+            None if self.bias is None else self.bias[...],
+            stride=self.strides,
+            padding=self.padding,
+            impl=self.impl,
+            input_grad=self.input_grad,
+        )

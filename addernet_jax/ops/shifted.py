@@ -1,0 +1,189 @@
+"""Fast XLA formulation of the adder convolution: shifted-window accumulation.
+
+Instead of building patches, every output is accumulated term by term from shifted, strided
+views of the padded input,
+
+    Y[n, i, j, :] -= |Xpad[n, i*sh + u, j*sw + v, c] - F[u, v, c, :]|   for each (u, v, c),
+
+with the terms unrolled in Python so that XLA fuses a block of them into a single elementwise
+loop whose innermost (vectorised) axis is the output channel. Blocks are chained with
+`lax.scan`, which XLA cannot fuse across: LLVM stops vectorising a fused loop body of more than
+about 200 terms (seen on XLA:CPU with jax 0.10: 216 terms vectorised, 252 did not, a 10x drop),
+so a block holds at most `TERM_BUDGET` terms. Nothing larger than the output is materialised:
+in particular never the official (C_out, C_in*k*k, N*H*W) difference tensor, nor patches.
+
+The input gradient is the same kind of sum over the transposed (flipped) kernel with the HardTanh
+term of ADDERNET.md 2.2; the weight gradient reduces to a convolution weight gradient plus a
+correction (ADDERNET.md 2.1), so it runs on the matmul units.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from addernet_jax.ops.geometry import Geometry
+from addernet_jax.ops.reference import pad_input
+
+# Terms fused per loop body. 64 measured best on a 2-core Zen 5 for ResNet-20/50 shapes
+# (benchmarks/adder_layer.py); anything under ~200 keeps the loop vectorised.
+TERM_BUDGET = 64
+
+Term = Callable[[jax.Array, jax.Array, jax.Array | None], jax.Array]
+
+
+def accumulation_dtype(*arrays):
+    """float32 for half-precision inputs (sums of hundreds of terms), else the input dtype."""
+    dtype = jnp.result_type(*arrays)
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _window(src, u, v, out_hw, strides):
+    """src[:, i*sh + u, j*sw + v, :] for all output positions (i, j): (N, H_out, W_out, E)."""
+    (h_out, w_out), (sh, sw) = out_hw, strides
+    return src[:, u : u + (h_out - 1) * sh + 1 : sh, v : v + (w_out - 1) * sw + 1 : sw, :]
+
+
+def _sum_terms(src, weights, out_hw, strides, term: Term, context):
+    """sum_{u,v,e} term(window_{u,v}[..., e], weights[u, v, e, :], context), fully unrolled."""
+    kh, kw, channels, _ = weights.shape
+    total = None
+    for u, v in itertools.product(range(kh), range(kw)):
+        window = _window(src, u, v, out_hw, strides)
+        for e in range(channels):
+            value = term(window[..., e : e + 1], weights[u, v, e], context)
+            total = value if total is None else total + value
+    return total
+
+
+def _block_shape(kh, kw, channels, budget):
+    """Largest block of (kernel rows, kernel cols, channels) terms that fits the budget."""
+    if kh * kw * channels <= budget:
+        return kh, kw, channels
+    if kw * channels <= budget:
+        return 1, kw, channels
+    chunks = math.ceil(channels / budget)
+    return 1, 1, math.ceil(channels / chunks)
+
+
+def shifted_sum(src, weights, out_hw, strides, term: Term, context=None, budget=None):
+    """out[n,i,j,d] = sum_{u,v,e} term(src[n, i*sh+u, j*sw+v, e], weights[u,v,e,d], context).
+
+    `term(a, b, context)` gets a (N, H_out, W_out, 1) column of `src`, a (D,) row of `weights`
+    and `context` ((N, H_out, W_out, D) or None) and must return 0 when a and b are 0: the
+    channel axis is zero-padded up to a multiple of the block size.
+
+    Args:
+      src: (N, H_src, W_src, E), already padded so that every window is in range.
+      weights: (kh, kw, E, D).
+      out_hw: (H_out, W_out).
+      strides: (sh, sw).
+      term: the per-term contribution.
+      context: passed through to `term`.
+      budget: the most terms fused into one loop body; `TERM_BUDGET` when None.
+    Returns:
+      (N, H_out, W_out, D).
+    """
+    kh, kw, channels, depth = weights.shape
+    block = _block_shape(kh, kw, channels, budget or TERM_BUDGET)
+    if block == (kh, kw, channels):
+        return _sum_terms(src, weights, out_hw, strides, term, context)
+
+    padded_channels = math.ceil(channels / block[2]) * block[2]
+    if padded_channels != channels:
+        extra = padded_channels - channels
+        src = jnp.pad(src, ((0, 0), (0, 0), (0, 0), (0, extra)))
+        weights = jnp.pad(weights, ((0, 0), (0, 0), (0, extra), (0, 0)))
+    starts = jnp.array(
+        list(itertools.product(range(0, kh, block[0]), range(0, kw, block[1]),
+                               range(0, padded_channels, block[2]))),
+        dtype=jnp.int32,
+    )
+    (h_out, w_out), (sh, sw) = out_hw, strides
+    src_block = (src.shape[0], (h_out - 1) * sh + block[0], (w_out - 1) * sw + block[1], block[2])
+
+    def accumulate(total, start):
+        u, v, e = start[0], start[1], start[2]
+        src_view = lax.dynamic_slice(src, (0, u, v, e), src_block)
+        weight_view = lax.dynamic_slice(weights, (u, v, e, 0), block + (depth,))
+        return total + _sum_terms(src_view, weight_view, out_hw, strides, term, context), None
+
+    init = jnp.zeros((src.shape[0], h_out, w_out, depth), src.dtype)
+    total, _ = lax.scan(accumulate, init, starts)
+    return total
+
+
+def _abs_difference(a, b, _):
+    return jnp.abs(a - b)
+
+
+def forward_shifted(x, w, geometry: Geometry):
+    """Y = -sum |Xpad_patch - F|  (paper Eq. 2) by shifted-window accumulation."""
+    dtype = accumulation_dtype(x, w)
+    xp = pad_input(x.astype(dtype), geometry)
+    out_hw = geometry.output_hw(x.shape[1:3], w.shape[:2])
+    total = shifted_sum(xp, w.astype(dtype), out_hw, geometry.strides, _abs_difference)
+    return (-total).astype(jnp.result_type(x, w))
+
+
+def _local_input_grad(input_grad: str) -> Term:
+    clip = input_grad == "hardtanh"
+
+    def term(g_col, w_row, x):
+        diff = w_row - x
+        return g_col * (jnp.clip(diff, -1.0, 1.0) if clip else jnp.sign(diff))
+
+    return term
+
+
+def _transposed_output_grad(g, input_hw, kernel_hw, geometry: Geometry):
+    """g dilated by the stride and shifted so that a stride-1 window sum over the flipped
+    kernel visits, for input position y, exactly the outputs i with i*s + u = y + pad_top."""
+    pads = [(0, 0, 0)]
+    for size, k, (lo, _), s, g_size in zip(input_hw, kernel_hw, geometry.pads,
+                                           geometry.strides, g.shape[1:3]):
+        dilated = (g_size - 1) * s + 1
+        low = k - 1 - lo
+        pads.append((low, size + k - 1 - dilated - low, s - 1))
+    pads.append((0, 0, 0))
+    return lax.pad(g, jnp.zeros((), g.dtype), pads)
+
+
+def input_grad_shifted(x, w, g, geometry: Geometry, input_grad: str = "hardtanh"):
+    """dL/dX[n,y,x,c] = sum_{u,v,o} g[n,i,j,o] * HT(F[u,v,c,o] - X[n,y,x,c]) over the outputs
+    (i, j) whose window covers (y, x)  (ADDERNET.md 2.2); padded positions are never computed."""
+    dtype = accumulation_dtype(x, w, g)
+    x, w, g = x.astype(dtype), w.astype(dtype), g.astype(dtype)
+    g_src = _transposed_output_grad(g, x.shape[1:3], w.shape[:2], geometry)
+    w_transposed = jnp.flip(w, axis=(0, 1)).transpose(0, 1, 3, 2)  # (kh, kw, C_out, C_in)
+    term = _local_input_grad(input_grad)
+    return shifted_sum(g_src, w_transposed, x.shape[1:3], (1, 1), term, context=x)
+
+
+def conv_weight_grad(x, g, kernel_shape, geometry: Geometry):
+    """sum_{n,i,j} Xpad[n, i*s+u, j*s+v, c] * g[n,i,j,o]: a convolution's weight gradient.
+
+    HIGHEST precision so that GPUs and TPUs do not round it through TF32/bfloat16.
+    """
+
+    def conv(kernel):
+        return lax.conv_general_dilated(
+            x, kernel, window_strides=geometry.strides, padding=geometry.pads,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=lax.Precision.HIGHEST,
+        )
+
+    _, pullback = jax.vjp(conv, jnp.zeros(kernel_shape, x.dtype))
+    return pullback(g)[0]
+
+
+def weight_grad_shifted(x, w, g, geometry: Geometry):
+    """dL/dF = sum (Xpad_patch - F) g = ConvWeightGrad(Xpad, g) - F * sum_{n,i,j} g
+    (full-precision gradient, paper Eq. 5; the exact rewrite of ADDERNET.md 2.1)."""
+    dtype = accumulation_dtype(x, w, g)
+    x, w, g = x.astype(dtype), w.astype(dtype), g.astype(dtype)
+    return conv_weight_grad(x, g, w.shape, geometry) - w * jnp.sum(g, axis=(0, 1, 2))

@@ -1,0 +1,1 @@
+"""Training utilities: the AdderNet optimizer (and later state, steps, checkpoints, loop)."""
