@@ -8,6 +8,7 @@ PyTorch `adder.py`. Every fast implementation is tested against it.
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jax import lax
 
 from addernet_jax.ops.geometry import Geometry
 
@@ -40,19 +41,26 @@ def extract_patches(x, kernel_hw: tuple[int, int], geometry: Geometry):
 def fold_patches(patch_grads, input_shape, geometry: Geometry):
     """Adjoint of `extract_patches`: sums per-patch gradients back onto the input (col2im).
 
-    Gradients that land on padded positions are dropped, as the official `fold` + crop does.
+    Each kernel offset (u, v) places its (N, H_out, W_out, C) slice on the padded grid with
+    stride s; gradients that land on padded positions are dropped, as the official `fold` +
+    crop does.
     """
-    n, h, w, c = input_shape
+    _, h, w, _ = input_shape
     _, h_out, w_out, kh, kw, _ = patch_grads.shape
-    sh, sw = geometry.strides
-    (top, bottom), (left, right) = geometry.pads
-    xp_grad = jnp.zeros((n, h + top + bottom, w + left + right, c), patch_grads.dtype)
+    (sh, sw), ((top, bottom), (left, right)) = geometry.strides, geometry.pads
+    padded_h, padded_w = h + top + bottom, w + left + right
+    zero = jnp.zeros((), patch_grads.dtype)
+    total = 0
     for u in range(kh):
         for v in range(kw):
-            xp_grad = xp_grad.at[
-                :, u : u + (h_out - 1) * sh + 1 : sh, v : v + (w_out - 1) * sw + 1 : sw, :
-            ].add(patch_grads[:, :, :, u, v, :])
-    return xp_grad[:, top : top + h, left : left + w, :]
+            placement = [
+                (0, 0, 0),
+                (u, padded_h - u - (h_out - 1) * sh - 1, sh - 1),
+                (v, padded_w - v - (w_out - 1) * sw - 1, sw - 1),
+                (0, 0, 0),
+            ]
+            total = total + lax.pad(patch_grads[:, :, :, u, v, :], zero, placement)
+    return total[:, top : top + h, left : left + w, :]
 
 
 def _differences(x, w, geometry: Geometry):

@@ -107,14 +107,16 @@ def shifted_sum(src, weights, out_hw, strides, term: Term, context=None, budget=
     (h_out, w_out), (sh, sw) = out_hw, strides
     src_block = (src.shape[0], (h_out - 1) * sh + block[0], (w_out - 1) * sw + block[1], block[2])
 
-    def accumulate(total, start):
+    def block_sum(start):
         u, v, e = start[0], start[1], start[2]
         src_view = lax.dynamic_slice(src, (0, u, v, e), src_block)
         weight_view = lax.dynamic_slice(weights, (u, v, e, 0), block + (depth,))
-        return total + _sum_terms(src_view, weight_view, out_hw, strides, term, context), None
+        return _sum_terms(src_view, weight_view, out_hw, strides, term, context)
 
-    init = jnp.zeros((src.shape[0], h_out, w_out, depth), src.dtype)
-    total, _ = lax.scan(accumulate, init, starts)
+    # The first block seeds the carry (rather than zeros) so that the carry has the sharding
+    # of the data under explicit-sharding meshes.
+    total, _ = lax.scan(lambda total, start: (total + block_sum(start), None),
+                        block_sum(starts[0]), starts[1:])
     return total
 
 
@@ -165,7 +167,7 @@ def input_grad_shifted(x, w, g, geometry: Geometry, input_grad: str = "hardtanh"
     return shifted_sum(g_src, w_transposed, x.shape[1:3], (1, 1), term, context=x)
 
 
-def conv_weight_grad(x, g, kernel_shape, geometry: Geometry):
+def conv_weight_grad(x, g, kernel, geometry: Geometry):
     """sum_{n,i,j} Xpad[n, i*s+u, j*s+v, c] * g[n,i,j,o]: a convolution's weight gradient.
 
     HIGHEST precision so that GPUs and TPUs do not round it through TF32/bfloat16.
@@ -177,7 +179,8 @@ def conv_weight_grad(x, g, kernel_shape, geometry: Geometry):
             dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=lax.Precision.HIGHEST,
         )
 
-    _, pullback = jax.vjp(conv, jnp.zeros(kernel_shape, x.dtype))
+    # conv is linear in the kernel, so the primal only fixes the kernel's type and sharding.
+    _, pullback = jax.vjp(conv, kernel)
     return pullback(g)[0]
 
 
@@ -186,4 +189,4 @@ def weight_grad_shifted(x, w, g, geometry: Geometry):
     (full-precision gradient, paper Eq. 5; the exact rewrite of ADDERNET.md 2.1)."""
     dtype = accumulation_dtype(x, w, g)
     x, w, g = x.astype(dtype), w.astype(dtype), g.astype(dtype)
-    return conv_weight_grad(x, g, w.shape, geometry) - w * jnp.sum(g, axis=(0, 1, 2))
+    return conv_weight_grad(x, g, w, geometry) - w * jnp.sum(g, axis=(0, 1, 2))
