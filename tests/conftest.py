@@ -19,3 +19,33 @@ def shared_dir() -> Path:
     if not SHARED_DIR.is_dir():
         pytest.fail(f"shared material not found at {SHARED_DIR}; set ADDERNET_SHARED")
     return SHARED_DIR
+
+
+# Input-pipeline fixtures (tests/test_data_*.py).
+@pytest.fixture(scope="session")
+def mnist_dir(shared_dir) -> Path:
+    """The real MNIST IDX files: 60,000 train and the first 3,000 test images."""
+    return shared_dir / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def cifar10_jpeg_dir(shared_dir) -> Path:
+    """The real CIFAR-10 ImageFolder root (train/, test/; JPEG quality 75)."""
+    return shared_dir / "data" / "cifar10-jpeg"
+
+
+@pytest.fixture
+def indexed_source():
+    """103 records whose 2x2x1 uint8 image encodes the record index (see `decode_index`).
+
+    Label = index % 10 (classes interleaved), so any batch reveals exactly which records it holds.
+    """
+    import numpy as np
+
+    from addernet_jax.data import ArraySource
+
+    n = 103
+    images = np.zeros((n, 2, 2, 1), np.uint8)
+    images[:, 0, 0, 0] = np.arange(n) // 256
+    images[:, 0, 1, 0] = np.arange(n) % 256
+    return ArraySource(images, np.arange(n) % 10, name="indexed")

@@ -1,0 +1,65 @@
+"""Input pipelines: tfds and local readers -> grain random-access sources -> per-process batches.
+
+Typical use (one call each, every object documented in its module)::
+
+    from addernet_jax import data
+
+    train_src = data.get_source("cifar10", "train", source="local",
+                                local_path="../shared/data/cifar10-jpeg")
+    train = data.make_train_loader(train_src, global_batch_size=256, seed=0,
+                                   transforms=data.get_transforms("cifar10", train=True),
+                                   process_index=jax.process_index(),
+                                   process_count=jax.process_count())
+    it = iter(train)                 # grain DatasetIterator
+    batch = next(it)                 # {'image': (B, 32, 32, 3) float32, 'label': (B,) int32}
+    state = it.get_state()           # ... later: it.set_state(state) resumes exactly
+
+    test_src = data.get_source("cifar10", "test", source="local", local_path=...)
+    for batch in data.make_eval_loader(test_src, batch_size=100,
+                                       transforms=data.get_transforms("cifar10", train=False)):
+        ...                          # plus batch['mask'] (False on the last batch's padding)
+
+Modules:
+  datasets      `get_source(dataset, split, *, source='tfds'|'local', data_dir, local_path)`,
+                `DATASETS` (mnist, cifar10, cifar100, imagenet2012), local format detection.
+  tfds_source   `tfds.data_source` without downloads; fails fast when data is not prepared.
+  idx           `read_idx(path)`, `load_mnist_idx(directory, split)` (MNIST IDX files).
+  cifar         `read_cifar_batch(path)`, `load_cifar_batches(directory, split)`, restricted pickle.
+  image_folder  `ImageFolderSource(root)` (root/<class>/<image>, decoded lazily with PIL).
+  sources       `ArraySource`, `SubsetSource`, `balanced_subset(source, size)`.
+  transforms    torchvision-equivalent grain transforms and the official presets.
+  loaders       `make_train_loader`, `make_eval_loader` (grain MapDataset pipelines).
+"""
+
+from addernet_jax.data.cifar import load_cifar_batches, read_cifar_batch
+from addernet_jax.data.datasets import DATASETS, DatasetInfo, dataset_info, get_source
+from addernet_jax.data.idx import load_mnist_idx, read_idx
+from addernet_jax.data.image_folder import ImageFolderSource
+from addernet_jax.data.loaders import (
+    make_eval_loader,
+    make_train_loader,
+    num_eval_batches,
+    steps_per_epoch,
+)
+from addernet_jax.data.sources import ArraySource, SubsetSource, balanced_subset
+from addernet_jax.data.transforms import get_transforms
+
+__all__ = [
+    "DATASETS",
+    "ArraySource",
+    "DatasetInfo",
+    "ImageFolderSource",
+    "SubsetSource",
+    "balanced_subset",
+    "dataset_info",
+    "get_source",
+    "get_transforms",
+    "load_cifar_batches",
+    "load_mnist_idx",
+    "make_eval_loader",
+    "make_train_loader",
+    "num_eval_batches",
+    "read_cifar_batch",
+    "read_idx",
+    "steps_per_epoch",
+]
