@@ -143,28 +143,62 @@ def _local_input_grad(input_grad: str) -> Term:
     return term
 
 
-def _transposed_output_grad(g, input_hw, kernel_hw, geometry: Geometry):
-    """g dilated by the stride and shifted so that a stride-1 window sum over the flipped
-    kernel visits, for input position y, exactly the outputs i with i*s + u = y + pad_top."""
-    pads = [(0, 0, 0)]
-    for size, k, (lo, _), s, g_size in zip(input_hw, kernel_hw, geometry.pads,
-                                           geometry.strides, g.shape[1:3]):
-        dilated = (g_size - 1) * s + 1
-        low = k - 1 - lo
-        pads.append((low, size + k - 1 - dilated - low, s - 1))
+def _phase_taps(phase: int, pad_lo: int, stride: int, kernel: int) -> tuple[list[int], int]:
+    """The kernel taps u that reach input rows y = phase (mod stride), and the offset q with
+    i = a + q - m for y = a * stride + phase and u = taps[m]: y + pad_lo = i * stride + u."""
+    first = (phase + pad_lo) % stride
+    return list(range(first, kernel, stride)), (phase + pad_lo - first) // stride
+
+
+def _phase_input_grad(x, w, g, geometry: Geometry, phase: tuple[int, int], term: Term):
+    """dL/dX at the input positions (phase_h + a*sh, phase_w + b*sw): a stride-1 window sum of
+    g (not dilated) over the flipped sub-kernel of the taps that reach this phase."""
+    taps, offsets, sizes, pads = [], [], [], [(0, 0, 0)]
+    for r, size, (lo, _), s, k, g_size in zip(phase, x.shape[1:3], geometry.pads,
+                                              geometry.strides, w.shape[:2], g.shape[1:3]):
+        axis_taps, offset = _phase_taps(r, lo, s, k)
+        out_size = len(range(r, size, s))
+        if not axis_taps or not out_size:
+            return None
+        low = len(axis_taps) - 1 - offset  # so that src[a + m'] = g[a + q - m], m' = k' - 1 - m
+        taps.append(axis_taps)
+        sizes.append(out_size)
+        pads.append((low, out_size + len(axis_taps) - 1 - g_size - low, 0))
     pads.append((0, 0, 0))
-    return lax.pad(g, jnp.zeros((), g.dtype), pads)
+    g_src = lax.pad(g, jnp.zeros((), g.dtype), pads)
+    (sh, sw) = geometry.strides
+    w_phase = w[taps[0][0] :: sh, taps[1][0] :: sw]  # the taps are first, first + s, ...
+    w_transposed = jnp.flip(w_phase, axis=(0, 1)).transpose(0, 1, 3, 2)  # (k', k', C_out, C_in)
+    x_phase = x[:, phase[0] :: sh, phase[1] :: sw, :]
+    return shifted_sum(g_src, w_transposed, tuple(sizes), (1, 1), term, context=x_phase)
+
+
+def _interleave(part, phase, strides, input_hw):
+    """Places a phase's (N, A, B, C) gradient at rows phase_h + a*sh, cols phase_w + b*sw."""
+    pads = [(0, 0, 0)]
+    for r, s, size, part_size in zip(phase, strides, input_hw, part.shape[1:3]):
+        pads.append((r, size - r - (part_size - 1) * s - 1, s - 1))
+    pads.append((0, 0, 0))
+    return lax.pad(part, jnp.zeros((), part.dtype), pads)
 
 
 def input_grad_shifted(x, w, g, geometry: Geometry, input_grad: str = "hardtanh"):
     """dL/dX[n,y,x,c] = sum_{u,v,o} g[n,i,j,o] * HT(F[u,v,c,o] - X[n,y,x,c]) over the outputs
-    (i, j) whose window covers (y, x)  (ADDERNET.md 2.2); padded positions are never computed."""
+    (i, j) whose window covers (y, x)  (ADDERNET.md 2.2); padded positions are never computed.
+
+    With stride s > 1 the input is split into s*s phases (y mod s, x mod s); each phase is
+    reached by a fixed subset of kernel taps, so each is a dense stride-1 sum with no wasted
+    terms (a dilated g would waste (s^2 - 1) / s^2 of them).
+    """
     dtype = accumulation_dtype(x, w, g)
     x, w, g = x.astype(dtype), w.astype(dtype), g.astype(dtype)
-    g_src = _transposed_output_grad(g, x.shape[1:3], w.shape[:2], geometry)
-    w_transposed = jnp.flip(w, axis=(0, 1)).transpose(0, 1, 3, 2)  # (kh, kw, C_out, C_in)
     term = _local_input_grad(input_grad)
-    return shifted_sum(g_src, w_transposed, x.shape[1:3], (1, 1), term, context=x)
+    total = jnp.zeros_like(x)
+    for phase in itertools.product(*(range(s) for s in geometry.strides)):
+        part = _phase_input_grad(x, w, g, geometry, phase, term)
+        if part is not None:
+            total = total + _interleave(part, phase, geometry.strides, x.shape[1:3])
+    return total
 
 
 def conv_weight_grad(x, g, kernel, geometry: Geometry):
