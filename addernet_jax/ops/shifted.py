@@ -153,7 +153,7 @@ def _phase_taps(phase: int, pad_lo: int, stride: int, kernel: int) -> tuple[list
 def _phase_input_grad(x, w, g, geometry: Geometry, phase: tuple[int, int], term: Term):
     """dL/dX at the input positions (phase_h + a*sh, phase_w + b*sw): a stride-1 window sum of
     g (not dilated) over the flipped sub-kernel of the taps that reach this phase."""
-    taps, offsets, sizes, pads = [], [], [], [(0, 0, 0)]
+    firsts, sizes, pads = [], [], [(0, 0, 0)]
     for r, size, (lo, _), s, k, g_size in zip(phase, x.shape[1:3], geometry.pads,
                                               geometry.strides, w.shape[:2], g.shape[1:3]):
         axis_taps, offset = _phase_taps(r, lo, s, k)
@@ -161,13 +161,13 @@ def _phase_input_grad(x, w, g, geometry: Geometry, phase: tuple[int, int], term:
         if not axis_taps or not out_size:
             return None
         low = len(axis_taps) - 1 - offset  # so that src[a + m'] = g[a + q - m], m' = k' - 1 - m
-        taps.append(axis_taps)
+        firsts.append(axis_taps[0])
         sizes.append(out_size)
         pads.append((low, out_size + len(axis_taps) - 1 - g_size - low, 0))
     pads.append((0, 0, 0))
     g_src = lax.pad(g, jnp.zeros((), g.dtype), pads)
     (sh, sw) = geometry.strides
-    w_phase = w[taps[0][0] :: sh, taps[1][0] :: sw]  # the taps are first, first + s, ...
+    w_phase = w[firsts[0] :: sh, firsts[1] :: sw]  # the taps are first, first + s, ...
     w_transposed = jnp.flip(w_phase, axis=(0, 1)).transpose(0, 1, 3, 2)  # (k', k', C_out, C_in)
     x_phase = x[:, phase[0] :: sh, phase[1] :: sw, :]
     return shifted_sum(g_src, w_transposed, tuple(sizes), (1, 1), term, context=x_phase)
