@@ -1,0 +1,347 @@
+"""Per-image operation, parameter and energy counts of the model zoo (ADDERNET.md 9).
+
+Counts come from the model itself: the forward pass is traced abstractly (`nnx.eval_shape`, no
+FLOPs run, no parameters allocated) while the calls of the counted layer types are recorded
+with their input and output shapes. Conventions, per image (batch 1):
+
+- conv / FC with M multiply-accumulates (M = output elements * kh * kw * C_in / groups, or
+  rows * in * out for a Linear): M multiplications and M additions. The paper's tables count
+  #Add(CNN) = #Mul(CNN) the same way (not M - outputs).
+- adder layer with M "MACs" (same formula): 2M additions (one subtraction and one accumulation
+  per term; |.| is a sign flip) and no multiplication, so #Add(ANN) = 2 #Mul(CNN) on those
+  layers as in the paper's tables ([T1], [T2]).
+- bias: one addition per output element.
+- BatchNorm at inference is a folded per-channel affine: 1 multiplication + 1 addition per
+  output element. BN layers are reported in their own rows and included in `total`.
+- `paper` totals: conv / adder / FC multiply-accumulates only (no bias, no BN), the convention of
+  the paper's #Mul / #Add columns. ReLU, pooling and residual additions are not counted.
+- parameters: `nnx.Param` elements (adder kernels included, BN running statistics excluded).
+- energy = #mul * E_mul + #add * E_add, default 45 nm fp32 (Horowitz, ISSCC 2014):
+  add 0.9 pJ, multiply 3.7 pJ.
+
+Against the paper: ResNet-32 69.12M and ResNet-18 1.81G match the `paper` totals of the CNN
+variants; ResNet-20 gives 40.81M (table: 41.17M) and VGG-small 0.61G (table: 0.65G), see
+ADDERNET.md U8; ResNet-50 gives 4.09G for resnet50.py's stride-on-the-3x3 blocks (table: 3.9G,
+which is what stride-on-the-first-1x1 blocks would give: 3.86G).
+
+Layer groups (stem, layer1.., head) come from each model's `OP_GROUPS` table (top-level attribute
+-> group), else the top-level attribute name.
+
+Recording temporarily wraps the layer classes' `__call__`: do not count from several threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from addernet_jax.layers import Adder2D
+from addernet_jax.models import create_model, get_model_info
+from addernet_jax.models.common import VARIANTS
+
+# Layer classes that are counted, and the kind each is reported as.
+LAYER_KINDS = {Adder2D: "adder", nnx.Conv: "conv", nnx.Linear: "fc", nnx.BatchNorm: "bn"}
+
+
+@dataclasses.dataclass(frozen=True)
+class EnergyTable:
+    """Energy per scalar operation in picojoules."""
+
+    add_pj: float = 0.9
+    mul_pj: float = 3.7
+    source: str = "45 nm fp32 (Horowitz, ISSCC 2014)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    """Multiplications, additions and parameters of a layer or a set of layers."""
+
+    mults: int = 0
+    adds: int = 0
+    params: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.mults + other.mults, self.adds + other.adds, self.params + other.params)
+
+    def energy_pj(self, table: EnergyTable = EnergyTable()) -> float:
+        """Energy of these operations in pJ."""
+        return self.mults * table.mul_pj + self.adds * table.add_pj
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCount:
+    """One call of a counted layer.
+
+    Attributes:
+      name: path in the model, e.g. 'layer2.0.downsample.0'.
+      group: layer group, e.g. 'stem', 'layer2', 'head'.
+      kind: 'conv', 'adder', 'fc' or 'bn'.
+      in_shape, out_shape: activation shapes without the batch axis.
+      macs: multiply-accumulates (adder: terms |x - w|; BN: output elements).
+      counts: multiplications, additions and parameters under the module's conventions.
+    """
+
+    name: str
+    group: str
+    kind: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    macs: int
+    counts: Counts
+
+
+@dataclasses.dataclass(frozen=True)
+class OpCount:
+    """Per-image counts of one model variant for one (H, W, C) input."""
+
+    input_shape: tuple[int, int, int]
+    layers: tuple[LayerCount, ...]
+
+    def groups(self) -> dict[str, Counts]:
+        """Conv / adder / FC counts per layer group (BN excluded), then 'batchnorm' (all BN)."""
+        result: dict[str, Counts] = {}
+        for layer in self.layers:
+            key = "batchnorm" if layer.kind == "bn" else layer.group
+            result[key] = result.get(key, Counts()) + layer.counts
+        if "batchnorm" in result:
+            result["batchnorm"] = result.pop("batchnorm")  # last
+        return result
+
+    def total(self) -> Counts:
+        """Everything: conv / adder / FC with biases, and BN."""
+        return sum((layer.counts for layer in self.layers), Counts())
+
+    def paper_total(self) -> Counts:
+        """The paper's convention: conv / adder / FC multiply-accumulates only; the parameters
+        of those layers."""
+        mults = sum(l.macs for l in self.layers if l.kind in ("conv", "fc"))
+        adder_macs = sum(l.macs for l in self.layers if l.kind == "adder")
+        params = sum(l.counts.params for l in self.layers if l.kind != "bn")
+        return Counts(mults, mults + 2 * adder_macs, params)
+
+
+def _layer_counts(kind: str, module: nnx.Module, out_shape) -> tuple[int, Counts]:
+    """(macs, Counts) of one call; `out_shape` excludes the batch axis."""
+    out_elems = math.prod(out_shape)
+    params = sum(leaf.size for leaf in jax.tree.leaves(nnx.state(module, nnx.Param)))
+    if kind == "bn":
+        return out_elems, Counts(out_elems, out_elems, params)
+    # Every output element sums prod(kernel.shape[:-1]) terms: kh*kw*C_in/groups for an HWIO
+    # kernel, C_in for a Linear's (in, out) kernel.
+    macs = out_elems * math.prod(module.kernel.shape[:-1])
+    bias_adds = out_elems if getattr(module, "bias", None) is not None else 0
+    if kind == "adder":
+        return macs, Counts(0, 2 * macs + bias_adds, params)
+    return macs, Counts(macs, macs + bias_adds, params)
+
+
+@contextlib.contextmanager
+def _record_calls(records: list):
+    """Appends (module, input shape, output shape) for every call of a `LAYER_KINDS` class."""
+    saved = {cls: cls.__dict__.get("__call__") for cls in LAYER_KINDS}
+
+    def wrap(original):
+        def recording_call(module, x, *args, **kwargs):
+            y = original(module, x, *args, **kwargs)
+            records.append((module, x.shape, y.shape))
+            return y
+
+        return recording_call
+
+    try:
+        for cls in LAYER_KINDS:
+            cls.__call__ = wrap(cls.__call__)
+        yield records
+    finally:
+        for cls, original in saved.items():
+            if original is None:
+                del cls.__call__
+            else:
+                cls.__call__ = original
+
+
+def count_ops(model: nnx.Module, input_shape: tuple[int, int, int]) -> OpCount:
+    """Counts one image's operations through `model`.
+
+    Args:
+      model: an NNX model (concrete, or abstract from `nnx.eval_shape`).
+      input_shape: (H, W, C) of one image.
+
+    Returns:
+      The counts of every call of a counted layer, in call order.
+
+    Raises:
+      ValueError: if the counted layers do not hold all of the model's parameters (a layer type
+        the counter does not know).
+    """
+    group_table = getattr(type(model), "OP_GROUPS", {})
+    layers: list[LayerCount] = []
+
+    def traced(m, x):
+        paths = {id(module): path for path, module in nnx.iter_modules(m)}
+        records = []
+        with _record_calls(records):
+            m(x)
+        for module, in_shape, out_shape in records:
+            path = paths[id(module)]
+            kind = next(k for cls, k in LAYER_KINDS.items() if isinstance(module, cls))
+            macs, counts = _layer_counts(kind, module, out_shape[1:])
+            name = ".".join(str(p) for p in path)
+            group = group_table.get(path[0], str(path[0]))
+            layers.append(
+                LayerCount(
+                    name, group, kind, tuple(in_shape[1:]), tuple(out_shape[1:]), macs, counts
+                )
+            )
+
+    nnx.eval_shape(traced, model, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+    result = OpCount(tuple(input_shape), tuple(layers))
+    model_params = sum(leaf.size for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    counted = sum(l.counts.params for l in {l.name: l for l in layers}.values())
+    if counted != model_params:
+        kinds = ", ".join(cls.__name__ for cls in LAYER_KINDS)
+        raise ValueError(
+            f"counted layers ({kinds}) hold {counted} of the model's {model_params} parameters: "
+            "the model has a parameterised layer of another type, or one it never calls"
+        )
+    return result
+
+
+def count_model(
+    name: str,
+    *,
+    variant: str = "adder",
+    num_classes: int | None = None,
+    input_size: int | None = None,
+) -> OpCount:
+    """Counts a registry model without allocating it.
+
+    Args:
+      name: registry name (`addernet_jax.models.list_models()`).
+      variant: 'adder' or 'cnn'.
+      num_classes: defaults to the model's dataset (10 for CIFAR-10/MNIST, 1000 for ImageNet).
+      input_size: image height = width; defaults to the dataset's (32, 28 or 224).
+    """
+    info = get_model_info(name)
+    num_classes = info.num_classes if num_classes is None else num_classes
+    height, width, channels = info.input_shape
+    if input_size is not None:
+        height = width = input_size
+    # The counts do not depend on the adder implementation; the reference one traces fastest.
+    model = nnx.eval_shape(
+        lambda: create_model(
+            name, num_classes=num_classes, variant=variant, impl="reference", rngs=nnx.Rngs(0)
+        )
+    )
+    return count_ops(model, (height, width, channels))
+
+
+def compare_variants(name: str, **kwargs) -> dict[str, OpCount]:
+    """`count_model` for the 'adder' and the 'cnn' variant; kwargs as `count_model`."""
+    return {variant: count_model(name, variant=variant, **kwargs) for variant in VARIANTS}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+
+
+def _si(value: float) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{suffix}"
+    return f"{value:.0f}"
+
+
+def _counts_dict(counts: Counts, table: EnergyTable) -> dict:
+    return dict(dataclasses.asdict(counts), energy_uj=counts.energy_pj(table) * 1e-6)
+
+
+def _rows(count: OpCount) -> dict[str, Counts]:
+    """Group rows, then 'total' (everything) and 'paper' (conv/adder/FC MACs only)."""
+    return {**count.groups(), "total": count.total(), "paper": count.paper_total()}
+
+
+def comparison_dict(
+    name: str, counts: dict[str, OpCount], table: EnergyTable = EnergyTable()
+) -> dict:
+    """A JSON-serialisable report of `compare_variants(name)`: per variant, the group rows,
+    totals and every layer."""
+    variants = {}
+    for variant, count in counts.items():
+        variants[variant] = {
+            "rows": {row: _counts_dict(c, table) for row, c in _rows(count).items()},
+            "layers": [
+                dict(
+                    name=l.name,
+                    group=l.group,
+                    kind=l.kind,
+                    in_shape=list(l.in_shape),
+                    out_shape=list(l.out_shape),
+                    macs=l.macs,
+                    **_counts_dict(l.counts, table),
+                )
+                for l in count.layers
+            ],
+        }
+    input_shape = next(iter(counts.values())).input_shape
+    return {
+        "model": name,
+        "input_shape": list(input_shape),
+        "energy_pj": dataclasses.asdict(table),
+        "variants": variants,
+    }
+
+
+def format_comparison(
+    name: str, counts: dict[str, OpCount], table: EnergyTable = EnergyTable()
+) -> str:
+    """A text table: one row per layer group, BN, total and paper total; one column block per
+    variant (mults, adds, params, energy in uJ)."""
+    height, width, channels = next(iter(counts.values())).input_shape
+    rows = {variant: _rows(count) for variant, count in counts.items()}
+    header = f"{'':>10}" + "".join(f" | {v:^41}" for v in counts)
+    columns = f"{'group':<10}" + f" | {'mults':>9} {'adds':>9} {'params':>9} {'uJ':>11}" * len(
+        counts
+    )
+    lines = [
+        f"{name}: per image, input {height}x{width}x{channels}; energy {table.source}: "
+        f"add {table.add_pj} pJ, mul {table.mul_pj} pJ",
+        header,
+        columns,
+        "-" * len(columns),
+    ]
+    for row in rows[next(iter(counts))]:
+        if row == "total":
+            lines.append("-" * len(columns))
+        cells = "".join(
+            f" | {_si(c.mults):>9} {_si(c.adds):>9} {_si(c.params):>9} "
+            f"{c.energy_pj(table) * 1e-6:>11.3f}"
+            for c in (rows[v][row] for v in counts)
+        )
+        lines.append(f"{row:<10}{cells}")
+    lines.append(
+        "total: conv/adder/fc with bias + BN (1 mul + 1 add per output); paper: conv/adder/fc "
+        "MACs only (adder MAC = 2 adds)"
+    )
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def report(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    input_size: int | None = None,
+    table: EnergyTable = EnergyTable(),
+    as_json: bool = False,
+) -> str:
+    """The adder-vs-cnn report of a registry model, as a text table or JSON (`count_ops.py`)."""
+    counts = compare_variants(name, num_classes=num_classes, input_size=input_size)
+    if as_json:
+        return json.dumps(comparison_dict(name, counts, table), indent=1)
+    return format_comparison(name, counts, table)
