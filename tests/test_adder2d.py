@@ -83,18 +83,16 @@ def assert_close(actual, expected, terms):
     np.testing.assert_allclose(np.asarray(actual), expected, rtol=2e-5, atol=2e-6 * terms)
 
 
-@pytest.fixture(params=[None, 4], ids=["budget-default", "budget-4"])
-def term_budget(request, monkeypatch):
-    """Runs a test with the default fusion budget and with a tiny one that forces every
-    block layout of `shifted_sum` (row blocks, channel chunks, channel padding)."""
-    if request.param is not None:
-        monkeypatch.setattr(shifted, "TERM_BUDGET", request.param)
-    return request.param
+# Every implementation, plus `shifted` with a tiny fusion budget that forces every block layout
+# of `shifted_sum` (row blocks, channel chunks, channel padding) on small shapes.
+IMPL_VARIANTS = [(impl, None) for impl in IMPLS] + [("shifted", 4)]
 
 
 @pytest.mark.parametrize("shape", GRID, ids=str)
-@pytest.mark.parametrize("impl", IMPLS)
-def test_forward_and_grads_match_float64_numpy(impl, shape, term_budget):
+@pytest.mark.parametrize(("impl", "budget"), IMPL_VARIANTS, ids=lambda v: str(v))
+def test_forward_and_grads_match_float64_numpy(impl, budget, shape, monkeypatch):
+    if budget is not None:
+        monkeypatch.setattr(shifted, "TERM_BUDGET", budget)
     x, w = random_operands(shape)
     stride, pad = shape[6], shape[7]
     expected = numpy_forward(x, w, stride, pad)

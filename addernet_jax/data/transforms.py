@@ -212,8 +212,18 @@ _PRESETS = {
 }
 
 
-def get_transforms(dataset: str, *, train: bool) -> list[grain.transforms.Transformation]:
-    """The preset transforms of `dataset` for training (`train=True`) or evaluation."""
+def get_transforms(
+    dataset: str, *, train: bool, image_size: int = 0
+) -> list[grain.transforms.Transformation]:
+    """The preset transforms of `dataset` for training (`train=True`) or evaluation.
+
+    `image_size` > 0 changes the ImageNet crop (224) and, for evaluation, resizes to
+    image_size * 256 / 224 first, as the official ratio (small inputs for tests and smoke runs).
+    """
     if dataset not in _PRESETS:
         raise ValueError(f"no transforms for dataset {dataset!r}; choices: {sorted(_PRESETS)}")
+    if image_size and dataset == "imagenet2012":
+        if train:
+            return imagenet_train_transforms(image_size)
+        return imagenet_eval_transforms(image_size, round(image_size * 256 / 224))
     return _PRESETS[dataset][0 if train else 1]()

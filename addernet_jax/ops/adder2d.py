@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from addernet_jax.ops import reference, shifted
+from addernet_jax.ops import pallas, reference, shifted
 from addernet_jax.ops.geometry import Geometry, PaddingLike, check_operands
 
 
@@ -41,6 +41,11 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
         shifted.forward_shifted,
         shifted.input_grad_shifted,
         shifted.weight_grad_shifted,
+    ),
+    "pallas": Implementation(
+        pallas.forward_pallas,
+        pallas.input_grad_pallas,
+        pallas.weight_grad_pallas,
     ),
 }
 
