@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: bench test lint setup
+# MNIST for the main job: tfds by default; the IDX files in ../shared when they are there.
+MNIST_DIR ?= $(wildcard ../shared/data/mnist)
+EPOCHS ?= 15
+
+.PHONY: train bench test lint setup
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +17,10 @@ $(BIN)/activate: pyproject.toml
 
 setup: $(BIN)/activate
 
+train: setup
+	ADDERNET_MNIST_DIR=$(abspath $(MNIST_DIR)) $(BIN)/python train.py \
+		--config configs/mnist_lenet5.py --workdir runs/mnist_lenet5 --config.num_epochs=$(EPOCHS)
+
 bench: setup
 	$(BIN)/python benchmarks/adder_layer.py
 
@@ -20,4 +28,4 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check addernet_jax tests benchmarks
+	$(BIN)/ruff check addernet_jax tests benchmarks configs *.py

@@ -22,7 +22,7 @@ Typical use (one call each, every object documented in its module)::
 Modules:
   datasets      `get_source(dataset, split, *, source='tfds'|'local', data_dir, local_path)`,
                 `DATASETS` (mnist, cifar10, cifar100, imagenet2012), local format detection.
-  tfds_source   `tfds.data_source` without downloads; fails fast when data is not prepared.
+  tfds_source   `tfds.data_source`; downloads only when reachable, else fails fast.
   idx           `read_idx(path)`, `load_mnist_idx(directory, split)` (MNIST IDX files).
   cifar         `read_cifar_batch(path)`, `load_cifar_batches(directory, split)`, restricted pickle.
   image_folder  `ImageFolderSource(root)` (root/<class>/<image>, decoded lazily with PIL).

@@ -1,7 +1,7 @@
 """The datasets the project trains on, and `get_source`: one call from (dataset, split) to records.
 
 Two origins:
-  - 'tfds':  `tfds.data_source` over prepared array_record files (never downloads).
+  - 'tfds':  `tfds.data_source` over array_record files (downloaded when reachable).
   - 'local': files on disk, format detected from the folder: MNIST IDX files, CIFAR python
              batches, or an ImageFolder root with `train/` and `test/` (or `val/`) sub-folders.
 Split names are 'train' and 'test'; 'val' and 'validation' are aliases of 'test' (ImageNet's

@@ -1,15 +1,30 @@
 """tfds datasets through `tfds.data_source`: random access over array_record files, no TensorFlow.
 
 `tfds.data_source` downloads and prepares a missing dataset by default, which on a machine without
-network hangs or fails deep inside tfds. `tfds_source` never downloads: it asks for the prepared
-data only and, when there is none, fails at once with a message that says how to use local files.
+network hangs or fails deep inside tfds. `tfds_source` first asks for the prepared data only;
+when there is none it downloads and prepares it (array_record format) only if the download host
+answers within seconds, and otherwise fails at once with a message that says how to use local
+files. (The download branch needs network, which this project's test machines do not have.)
 """
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import numpy as np
+
+# tfds serves the MNIST/CIFAR files from this host; a quick connection decides whether to try.
+DOWNLOAD_PROBE = ("storage.googleapis.com", 443)
+
+
+def network_reachable(address: tuple[str, int] = DOWNLOAD_PROBE, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to `address` opens within `timeout` seconds."""
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 class TfdsSource:
@@ -43,16 +58,18 @@ def _normalise(record: dict[str, Any]) -> dict[str, Any]:
 def not_prepared_message(name: str, data_dir: str, local_hint: str) -> str:
     """The error text for a tfds dataset that is not prepared and cannot be downloaded here."""
     return (
-        f"tfds dataset {name!r} is not prepared under {data_dir} and will not be downloaded "
-        "(no network is assumed). Either prepare it once on a machine with network, in "
+        f"tfds dataset {name!r} is not prepared under {data_dir} and cannot be downloaded "
+        f"(no connection to {DOWNLOAD_PROBE[0]}). Either prepare it once on a machine with "
+        "network, in "
         f"array_record format (`tfds build {name} --file_format=array_record "
         "--data_dir=DIR`), and pass --config.data.data_dir=DIR; or read local files with "
         f"--config.data.source=local --config.data.local_path=/path/to/{local_hint}"
     )
 
 
-def tfds_source(name: str, split: str, *, data_dir: str | None = None, local_hint: str = "data"):
-    """`tfds.data_source(name, split)` without any download, as a `TfdsSource`.
+def tfds_source(name: str, split: str, *, data_dir: str | None = None, local_hint: str = "data",
+                download: bool = True):
+    """`tfds.data_source(name, split)` as a `TfdsSource`, downloading only when that can work.
 
     Args:
       name: tfds name, e.g. 'mnist', 'cifar10', 'imagenet2012'.
@@ -60,21 +77,29 @@ def tfds_source(name: str, split: str, *, data_dir: str | None = None, local_hin
       data_dir: tfds data directory (default: tfds' own, ~/tensorflow_datasets or
         $TFDS_DATA_DIR).
       local_hint: what to name in the error message's local-files suggestion.
+      download: prepare a missing dataset (array_record) when the download host is reachable.
 
     Raises:
-      ValueError: in seconds, when the dataset is not prepared in `data_dir` (or is prepared in a
-        format without random access, such as tfrecord).
+      ValueError: in seconds, when the dataset is not prepared in `data_dir` and cannot be
+        downloaded (or is prepared in a format without random access, such as tfrecord).
     """
     import tensorflow_datasets as tfds
 
     try:
-        data_source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        return _open(tfds, name, split, data_dir)
     except Exception as e:  # tfds raises several types here; diagnose below, chain the original
         builder = tfds.builder(name, data_dir=data_dir)
-        if not builder.is_prepared():
+        if builder.is_prepared():
+            raise ValueError(
+                f"tfds dataset {name!r} at {builder.data_dir} cannot be read with random access "
+                f"({e}); prepare it with --file_format=array_record"
+            ) from e
+        if not (download and network_reachable()):
             raise ValueError(not_prepared_message(name, str(builder.data_dir), local_hint)) from e
-        raise ValueError(
-            f"tfds dataset {name!r} at {builder.data_dir} cannot be read with random access "
-            f"({e}); prepare it with --file_format=array_record"
-        ) from e
+        builder.download_and_prepare(file_format="array_record")
+    return _open(tfds, name, split, data_dir)
+
+
+def _open(tfds, name: str, split: str, data_dir: str | None) -> TfdsSource:
+    data_source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     return TfdsSource(data_source, name=f"{name}:{split}")

@@ -1,0 +1,56 @@
+"""Learning-rate schedules that are constant within an epoch, as the official scripts set them.
+
+The official CIFAR `main.py` sets, at the start of every epoch e = 1 ... 399,
+    lr(e) = 0.05 * (1 + cos(pi * e / 400))          (ADDERNET.md 6.1)
+i.e. base_lr / 2 * (1 + cos(pi * (e0 + k) / period)) for the k-th epoch (k = 0, 1, ...) with
+e0 = 1 and period 400. torch's CosineAnnealingLR(T_max) stepped per epoch (the MNIST recipe,
+ADDERNET.md 6.2; the ImageNet example) is the same with e0 = 0 and period T_max.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import optax
+
+
+def cosine_epoch_lr(epoch_index, *, base_lr: float, period_epochs: float, epoch_offset: int):
+    """base_lr / 2 * (1 + cos(pi * (epoch_offset + epoch_index) / period_epochs))."""
+    phase = (epoch_offset + epoch_index) / period_epochs
+    return 0.5 * base_lr * (1.0 + jnp.cos(math.pi * phase))
+
+
+def per_epoch_cosine(
+    base_lr: float, *, steps_per_epoch: int, period_epochs: float, epoch_offset: int = 1
+) -> optax.Schedule:
+    """An optax schedule (of the step count) holding `cosine_epoch_lr` constant per epoch.
+
+    Args:
+      base_lr: the initial learning rate (0.1 official).
+      steps_per_epoch: optimizer steps in one epoch.
+      period_epochs: the cosine period in epochs (400 official for CIFAR).
+      epoch_offset: the epoch number of the first epoch in the formula (1 official CIFAR,
+        0 for torch CosineAnnealingLR).
+    """
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+
+    def schedule(count):
+        return cosine_epoch_lr(count // steps_per_epoch, base_lr=base_lr,
+                               period_epochs=period_epochs, epoch_offset=epoch_offset)
+
+    return schedule
+
+
+def create_schedule(config, steps_per_epoch: int) -> optax.Schedule:
+    """The schedule named by `config.schedule.name` ('per_epoch_cosine' or 'constant')."""
+    name = config.schedule.name
+    if name == "per_epoch_cosine":
+        period = config.schedule.period_epochs or config.num_epochs + config.schedule.epoch_offset
+        return per_epoch_cosine(config.optimizer.learning_rate, steps_per_epoch=steps_per_epoch,
+                                period_epochs=period, epoch_offset=config.schedule.epoch_offset)
+    if name == "constant":
+        return optax.constant_schedule(config.optimizer.learning_rate)
+    raise ValueError(f"unknown config.schedule.name {name!r}; choose 'per_epoch_cosine' or "
+                     "'constant'")

@@ -1,0 +1,1 @@
+"""Experiment configurations: one file per experiment, `get_config(variant='adder')`."""
