@@ -79,12 +79,19 @@ def test_cifar_normalisation_numbers():
 
 def test_mnist_transform():
     image = np.zeros((28, 28, 1), np.uint8)
-    image[3, 4] = 255
-    for train in (True, False):
-        out = _apply(get_transforms("mnist", train=train), _record(image))["image"]
-        assert out.shape == (28, 28, 1) and out.dtype == np.float32
-        np.testing.assert_allclose(out[3, 4, 0], (1 - 0.1307) / 0.3081, rtol=1e-6)
-        np.testing.assert_allclose(out[0, 0, 0], -0.1307 / 0.3081, rtol=1e-6)
+    image[13, 14] = 255
+    out = _apply(get_transforms("mnist", train=False), _record(image))["image"]
+    assert out.shape == (28, 28, 1) and out.dtype == np.float32
+    np.testing.assert_allclose(out[13, 14, 0], (1 - 0.1307) / 0.3081, rtol=1e-6)
+    np.testing.assert_allclose(out[0, 0, 0], -0.1307 / 0.3081, rtol=1e-6)
+    shifts = set()
+    for seed in range(40):  # training shifts the digit by up to 2 pixels each way
+        out = _apply(get_transforms("mnist", train=True), _record(image),
+                     np.random.default_rng(seed))["image"]
+        assert out.shape == (28, 28, 1)
+        (row,), (col,) = np.nonzero(out[..., 0] > 0)[:2]
+        shifts.add((row - 13, col - 14))
+    assert {dy for dy, _ in shifts} == {dx for _, dx in shifts} == {-2, -1, 0, 1, 2}
 
 
 def test_cifar_train_transform_is_deterministic_given_rng():

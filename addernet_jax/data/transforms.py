@@ -187,8 +187,15 @@ def cifar_eval_transforms() -> list[grain.transforms.Transformation]:
     return [Normalize(CIFAR_MEAN, CIFAR_STD)]
 
 
+def mnist_train_transforms() -> list[grain.transforms.Transformation]:
+    """MNIST training: random shifts of up to 2 pixels (RandomCrop(28, padding=2)), scaling and
+    Normalize((0.1307,), (0.3081,)). The AdderNet MNIST recipe is unpublished (ADDERNET.md U7);
+    without the shifts LeNet-5-BN overfits (99.9% train, ~98.8% test after 10-15 epochs)."""
+    return [RandomCrop(28, padding=2), Normalize(MNIST_MEAN, MNIST_STD)]
+
+
 def mnist_transforms() -> list[grain.transforms.Transformation]:
-    """MNIST for train and eval: scaling and Normalize((0.1307,), (0.3081,)), no augmentation."""
+    """MNIST evaluation: scaling and Normalize((0.1307,), (0.3081,))."""
     return [Normalize(MNIST_MEAN, MNIST_STD)]
 
 
@@ -205,7 +212,7 @@ def imagenet_eval_transforms(
 
 
 _PRESETS = {
-    "mnist": (mnist_transforms, mnist_transforms),
+    "mnist": (mnist_train_transforms, mnist_transforms),
     "cifar10": (cifar_train_transforms, cifar_eval_transforms),
     "cifar100": (cifar_train_transforms, cifar_eval_transforms),
     "imagenet2012": (imagenet_train_transforms, imagenet_eval_transforms),

@@ -39,6 +39,10 @@ class TrainingCheckpoints:
 
     def __init__(self, workdir: str | Path, *, keep: int = 3):
         options = ocp.CheckpointManagerOptions(
+            # best_fn makes the manager record metrics and answer best_step(); the policy
+            # decides what is deleted.
+            best_fn=lambda metrics: metrics[BEST_METRIC],
+            best_mode="max",
             preservation_policy=policies.AnyPreservationPolicy([
                 policies.LatestN(n=keep),
                 policies.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC], n=1,
@@ -146,10 +150,12 @@ def load_model_checkpoint(directory: str | Path, model_state, sharding=None) -> 
 
 def check_same_structure(stored, target, where: str) -> None:
     """ValueError listing every missing, unexpected and mis-shaped array of `stored`."""
-    flat_stored = {jax.tree_util.keystr(k): v for k, v in
-                   jax.tree_util.tree_leaves_with_path(stored)}
-    flat_target = {jax.tree_util.keystr(k): v for k, v in
-                   jax.tree_util.tree_leaves_with_path(target)}
+    # Orbax stores every dict key as a string: nnx.List index 0 comes back as '0'.
+    def flat(tree):
+        return {"/".join(str(getattr(e, "key", getattr(e, "idx", e))) for e in path): leaf
+                for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+    flat_stored, flat_target = flat(stored), flat(target)
     missing = sorted(set(flat_target) - set(flat_stored))
     unexpected = sorted(set(flat_stored) - set(flat_target))
     misshaped = [f"{k}: {tuple(flat_stored[k].shape)} vs model {tuple(flat_target[k].shape)}"
