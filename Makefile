@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 
 # MNIST for the main job: tfds by default; the IDX files in ../shared when they are there.
 MNIST_DIR ?= $(wildcard ../shared/data/mnist)
-EPOCHS ?= 15
+EPOCHS ?= 30
 
 .PHONY: train bench test lint setup
 

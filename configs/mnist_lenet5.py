@@ -8,7 +8,7 @@
 Recipe: lr 0.1 with torch CosineAnnealingLR(T_max = the number of epochs) stepped per epoch, 50
 epochs (maintainer, AdderNet issue 17). Batch size, weight decay and momentum are not published
 (U7): batch 128, and the CIFAR weight decay and momentum. Paper: 99.4% for adder and cnn.
-The README's main command runs 15 epochs (`--config.num_epochs=15`; the cosine period follows).
+The README's main command (make train) runs 30 epochs; the cosine period follows.
 """
 
 import os

@@ -125,7 +125,7 @@ def test_training_on_real_mnist_lowers_the_loss(shared_dir, tmp_path):
         if '"train"' in line
     ]
     assert train[-1]["loss"] < 0.5 * train[0]["loss"]
-    assert train[-1]["accuracy"] > 0.8
+    assert train[-1]["accuracy"] > 0.6  # from 10% at the start
 
 
 def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
