@@ -163,10 +163,11 @@ def test_bias_is_added_and_differentiated(impl):
     np.testing.assert_allclose(grad, jnp.sum(2 * y, axis=(0, 1, 2)), rtol=1e-5)
 
 
+@pytest.mark.parametrize("channels", [1, 40])  # one fused block; a scan over channel chunks
 @pytest.mark.parametrize("impl", IMPLS)
-def test_vmap_matches_a_loop(impl):
-    x = np.random.default_rng(0).normal(size=(3, 2, 7, 7, 4)).astype(np.float32)
-    w = np.random.default_rng(1).normal(size=(3, 3, 4, 5)).astype(np.float32)
+def test_vmap_matches_a_loop(impl, channels):
+    x = np.random.default_rng(0).normal(size=(3, 2, 7, 7, channels)).astype(np.float32)
+    w = np.random.default_rng(1).normal(size=(3, 3, channels, 5)).astype(np.float32)
 
     def loss(x_one):
         return jnp.sum(jnp.tanh(adder2d(x_one, w, stride=2, padding=1, impl=impl)))

@@ -30,9 +30,12 @@ from jax import lax
 from addernet_jax.ops.geometry import Geometry
 from addernet_jax.ops.reference import pad_input
 
-# Terms fused per loop body. 64 measured best on a 2-core Zen 5 for ResNet-20/50 shapes
-# (benchmarks/adder_layer.py); anything under ~200 keeps the loop vectorised.
-TERM_BUDGET = 64
+# Terms fused per loop body. Measured on a 2-core Zen 5 over the ResNet-20/50 layer shapes
+# (benchmarks/adder_layer.py; best of 15 runs, time / lax.conv): 16 is best or tied on every
+# shape, forward and input gradient; 32 and 64 lose up to 1.5x and 2.3x on wide layers (C = 512:
+# forward 2.8x / 3.3x / 6.4x of conv for 16 / 32 / 64) and 8 or 12 lose 6-10x everywhere (the
+# fused loop is no longer vectorised). Smaller bodies also compile faster.
+TERM_BUDGET = 16
 
 Term = Callable[[jax.Array, jax.Array, jax.Array | None], jax.Array]
 
@@ -62,11 +65,15 @@ def _sum_terms(src, weights, out_hw, strides, term: Term, context):
 
 
 def _block_shape(kh, kw, channels, budget):
-    """Largest block of (kernel rows, kernel cols, channels) terms that fits the budget."""
+    """The block of (kernel rows, kernel cols, channels) terms summed per loop body: the whole
+    kernel when it fits the budget, else one kernel tap and an equal share of the channels.
+
+    (A block of whole kernel rows, tried for C * kw <= budget, hits an XLA:CPU codegen failure
+    under vmap in jax 0.10, "Incorrect number of arguments passed to called function" in a fused
+    dynamic slice, and is only ever chosen for layers with a handful of channels.)
+    """
     if kh * kw * channels <= budget:
         return kh, kw, channels
-    if kw * channels <= budget:
-        return 1, kw, channels
     chunks = math.ceil(channels / budget)
     return 1, 1, math.ceil(channels / chunks)
 

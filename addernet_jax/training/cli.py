@@ -11,6 +11,7 @@ import os
 import sys
 
 from absl import flags
+from absl import logging as absl_logging
 
 from addernet_jax.training import parallel
 from addernet_jax.training.loop import NonFiniteLossError, Preempted, train_and_evaluate
@@ -40,6 +41,7 @@ def parse_flags_or_exit(argv):
 def run_training(config, workdir: str, coordinator: str = "", num_processes: int = 0,
                  process_id: int = -1) -> int:
     """Starts multi-host JAX if asked, trains, prints the outcome; returns the exit code."""
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
     parallel.initialize_distributed(coordinator, num_processes, process_id)
     try:
         summary = train_and_evaluate(config, workdir)
