@@ -23,6 +23,7 @@ train: setup
 
 bench: setup
 	$(BIN)/python benchmarks/adder_layer.py
+	$(BIN)/python benchmarks/training_step.py
 
 test: setup
 	$(BIN)/python -m pytest -q

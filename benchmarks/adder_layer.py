@@ -21,15 +21,14 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from timing import best_seconds
 
 from addernet_jax.ops import IMPLEMENTATIONS, adder2d
 
@@ -91,14 +90,8 @@ SUITES = {"resnet20": resnet20_shapes, "resnet50": resnet50_shapes}
 
 
 def time_call(fn, repeats: int) -> float:
-    """Median wall time in ms of `fn()` (which blocks until its result is ready), after warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    """Best wall time in ms of `fn()` over `repeats` runs (see timing.best_seconds)."""
+    return 1e3 * best_seconds(fn, repeats)
 
 
 def make_operands(shape: LayerShape, seed: int = 0):
@@ -278,7 +271,7 @@ def parse_args(argv):
                         help=f"comma-separated, from {sorted(SUITES)}")
     parser.add_argument("--impls", default="shifted",
                         help=f"adder2d implementations, from {sorted(IMPLEMENTATIONS)}")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--no-torch", dest="torch", action="store_false",
                         help="skip the official PyTorch baseline")
     parser.add_argument("--torch-max-gib", type=float, default=6.0,

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -31,22 +30,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from timing import best_seconds
 
 from addernet_jax.models import create_model
 from addernet_jax.training.optimizer import adder_kernel_mask, adder_sgd
 from addernet_jax.training.steps import make_train_step
 
 SHARED = Path(os.environ.get("ADDERNET_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def jax_train_step(variant: str, batch_size: int, repeats: int, impl: str = "auto") -> dict:
@@ -70,7 +60,7 @@ def jax_train_step(variant: str, batch_size: int, repeats: int, impl: str = "aut
         holder["state"], metrics = compiled(holder["state"], batch)
         jax.block_until_ready(metrics)
 
-    seconds = median_seconds(run, repeats)
+    seconds = best_seconds(run, repeats)
     return {"images_per_sec": batch_size / seconds, "step_ms": 1e3 * seconds,
             "compile_s": compile_s,
             "working_mib": (memory.temp_size_in_bytes + memory.output_size_in_bytes) / 2**20,
@@ -85,7 +75,7 @@ def torch_child(kind: str, batch_size: int, repeats: int) -> None:
 
     fn = (official_train_step_fn if kind == "train" else official_eval_fn)(batch_size)
     before = rss_mib()
-    seconds = median_seconds(fn, repeats)
+    seconds = best_seconds(fn, repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "images_per_sec": batch_size / seconds,
                       "peak_rss_growth_mib": peak - before, "threads": torch.get_num_threads()}))

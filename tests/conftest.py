@@ -6,6 +6,8 @@ from pathlib import Path
 import jax
 import pytest
 
+import addernet_jax  # noqa: F401  (its XLA:CPU settings apply before the backend starts)
+
 # Before any backend starts: every test run exercises sharded code on 8 CPU devices.
 jax.config.update("jax_num_cpu_devices", 8)
 

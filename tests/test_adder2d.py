@@ -229,3 +229,13 @@ def test_integer_operands_are_refused():
 def test_bias_shape_is_checked():
     with pytest.raises(ValueError, match=r"bias must have shape \(4,\).*got \(3,\)"):
         adder2d(jnp.zeros((1, 8, 8, 3)), jnp.zeros((3, 3, 3, 4)), jnp.zeros(3))
+
+
+def test_auto_runs_the_documented_choice():
+    from addernet_jax.ops import select_implementation
+
+    x, w = random_operands((2, 6, 6, 3, 4, 3, 1, 1))
+    chosen = select_implementation(jax.default_backend(), None, w.shape)
+    assert chosen == "shifted"
+    np.testing.assert_array_equal(adder2d(x, w, padding=1),
+                                  adder2d(x, w, padding=1, impl=chosen))

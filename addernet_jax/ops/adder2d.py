@@ -52,12 +52,23 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
 INPUT_GRADS = ("hardtanh", "sign")
 
 
+# impl='auto', by backend. Derived from benchmarks/adder_layer.py (benchmarks/RESULTS.md):
+#   cpu  'shifted'  every ResNet-20/50 layer shape: forward 0.75-2.1x, forward+backward
+#                   0.9-1.9x of lax.conv (2 Zen 5 cores, 512-bit vectors); 'reference'
+#                   materialises N*H*W*k*k*C_in*C_out floats (GBs) and 'pallas' only interprets.
+#   gpu  'shifted'  XLA-fused, works on every GPU; 'pallas' (Triton) has only been run in
+#                   interpret mode so far: force it with impl='pallas' and benchmark it on your
+#                   card (benchmarks/adder_layer.py --impls shifted,pallas) before relying on it.
+#   tpu  'shifted'  the Pallas kernels target Triton (GPU) only.
+# No shape changes the choice on any backend measured so far.
+AUTO_IMPLEMENTATION = {"cpu": "shifted", "gpu": "shifted", "tpu": "shifted"}
+
+
 def select_implementation(backend: str, geometry: Geometry, kernel_shape: Sequence[int]) -> str:
-    """The implementation `impl='auto'` runs. Today 'shifted' everywhere: it is within ~3x of
-    `lax.conv` on CPU for every ResNet-20 shape (benchmarks/RESULTS.md), and the reference
-    materialises O(C_out * C_in * k^2 * N * H * W) memory."""
-    del backend, geometry, kernel_shape
-    return "shifted"
+    """The implementation that `impl='auto'` runs for a backend and layer (AUTO_IMPLEMENTATION;
+    the geometry and kernel shape are part of the rule's signature, unused so far)."""
+    del geometry, kernel_shape
+    return AUTO_IMPLEMENTATION.get(backend, "shifted")
 
 
 @dataclasses.dataclass(frozen=True)
