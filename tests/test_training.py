@@ -95,10 +95,6 @@ def test_bad_configs_fail_before_any_work(field, value, message, tmp_path):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_one_step_of_every_config_on_mock_data(name, variant, tmp_path):
     config = tiny(load_config(name, variant), tmp_path)
-    if name == "imagenet_resnet50" and variant == "adder":
-        # The fast implementation's unrolled program takes minutes to compile on 2 CPU cores;
-        # the reference computes the same values (tests/test_adder2d.py) and compiles fast.
-        config.model.impl = "reference"
     with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
         summary = loop.train_and_evaluate(config, str(tmp_path / "run"))
     assert summary["steps"] == 1
