@@ -9,16 +9,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from addernet_jax.ops import adder2d
-from addernet_jax.ops.geometry import PaddingLike
+from addernet_jax.ops.geometry import PaddingLike, pair
 
 
 class AdderKernel(nnx.Param):
     """An adder layer's filters. A Param subtype so that the optimizer can find every adder
     kernel (and only those) for the adaptive learning rate of paper Eq. 12-13."""
-
-
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 class Adder2D(nnx.Module):
@@ -55,11 +51,11 @@ class Adder2D(nnx.Module):
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
-        kh, kw = _pair(kernel_size)
+        kh, kw = pair(kernel_size, "kernel_size")
         self.in_features = in_features
         self.out_features = out_features
         self.kernel_size = (kh, kw)
-        self.strides = _pair(strides)
+        self.strides = pair(strides, "strides")
         self.padding = padding
         self.impl = impl
         self.input_grad = input_grad

@@ -35,7 +35,8 @@ class Geometry:
         )
 
 
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    """(v, v) for an int, else the pair itself; ValueError naming the argument otherwise."""
     if isinstance(value, int):
         return (value, value)
     value = tuple(value)
@@ -60,7 +61,7 @@ def resolve_geometry(
       in_hw: input (H, W).
       kernel_hw: kernel (kh, kw).
     """
-    strides = _pair(strides, "stride")
+    strides = pair(strides, "stride")
     if min(strides) < 1:
         raise ValueError(f"stride must be >= 1, got {strides}")
     if isinstance(padding, str):

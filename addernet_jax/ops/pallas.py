@@ -77,9 +77,8 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from addernet_jax.ops import shifted
 from addernet_jax.ops.geometry import Geometry
-from addernet_jax.ops.reference import fold_patches, pad_input
+from addernet_jax.ops.reference import extract_patches, fold_patches, local_input_grad
 
 # None: interpret unless `jax.default_backend()` is 'gpu'. True/False forces it (tests).
 INTERPRET: bool | None = None
@@ -220,7 +219,7 @@ def l1_matmul(patches_t, w, blocks: ForwardBlocks | None = None, *, interpret=No
     return y[:m, :o]
 
 
-def _input_grad_kernel(pt_ref, wt_ref, gt_ref, dpt_ref, *, block_o: int, sign: bool):
+def _input_grad_kernel(pt_ref, wt_ref, gt_ref, dpt_ref, *, block_o: int, input_grad: str):
     """dpt[k, m] = sum_o gt[o, m] * HT(wt[o, k] - pt[k, m]) for one (block_k, block_m) tile."""
     p = pt_ref[...].astype(jnp.float32)  # (block_k, block_m), reused for every o
 
@@ -229,9 +228,7 @@ def _input_grad_kernel(pt_ref, wt_ref, gt_ref, dpt_ref, *, block_o: int, sign: b
         for row in range(block_o):
             w = wt_ref[start + row, :].astype(jnp.float32)  # (block_k,)
             g = gt_ref[start + row, :].astype(jnp.float32)  # (block_m,)
-            diff = w[:, None] - p
-            local = jnp.sign(diff) if sign else jnp.clip(diff, -1.0, 1.0)
-            acc = acc + g[None, :] * local
+            acc = acc + g[None, :] * local_input_grad(w[:, None] - p, input_grad)
         return acc
 
     acc = jnp.zeros(dpt_ref.shape, jnp.float32)
@@ -258,7 +255,7 @@ def l1_matmul_input_grad(patches_t, w, g, input_grad: str = "hardtanh",
     bk, bm, bo = blocks.block_k, blocks.block_m, blocks.block_o
     mp, kp, op = _round_up(m, bm), _round_up(k, bk), _round_up(o, bo)
     dpt = pl.pallas_call(
-        functools.partial(_input_grad_kernel, block_o=bo, sign=input_grad == "sign"),
+        functools.partial(_input_grad_kernel, block_o=bo, input_grad=input_grad),
         out_shape=jax.ShapeDtypeStruct((kp, mp), jnp.float32),
         grid=(kp // bk, mp // bm),
         in_specs=[pl.BlockSpec((bk, bm), lambda i, j: (i, j)),
@@ -276,13 +273,8 @@ def l1_matmul_input_grad(patches_t, w, g, input_grad: str = "hardtanh",
 def patches_transposed(x, kernel_hw: tuple[int, int], geometry: Geometry):
     """P^T, (kh*kw*C_in, N*H_out*W_out): P^T[(u, v, c), (n, i, j)] = Xpad[n, i*sh+u, j*sw+v, c],
     rows in the order of an HWIO kernel reshaped to (K, C_out)."""
-    (kh, kw), (sh, sw) = kernel_hw, geometry.strides
-    h_out, w_out = geometry.output_hw(x.shape[1:3], kernel_hw)
-    xp = pad_input(x, geometry)
-    windows = [xp[:, u : u + (h_out - 1) * sh + 1 : sh, v : v + (w_out - 1) * sw + 1 : sw, :]
-               for u in range(kh) for v in range(kw)]
-    stacked = jnp.stack(windows).transpose(0, 4, 1, 2, 3)  # (kh*kw, C, N, H_out, W_out)
-    return stacked.reshape(kh * kw * x.shape[3], -1)
+    patches = extract_patches(x, kernel_hw, geometry)  # (N, H_out, W_out, kh, kw, C)
+    return patches.transpose(3, 4, 5, 0, 1, 2).reshape(-1, math.prod(patches.shape[:3]))
 
 
 def _batch_spec(x) -> PartitionSpec | None:
@@ -373,9 +365,3 @@ def input_grad_pallas(x, w, g, geometry: Geometry, input_grad: str = "hardtanh")
     dtype = jnp.result_type(x, w, g)
     fn = functools.partial(_input_grad, geometry=geometry, input_grad=input_grad)
     return _per_shard(fn, (x.astype(dtype), g.astype(dtype)), (w.astype(dtype),))
-
-
-def weight_grad_pallas(x, w, g, geometry: Geometry):
-    """dL/dF = ConvWeightGrad(Xpad, g) - F * sum g  (paper Eq. 5): `shifted.weight_grad_shifted`,
-    already a matmul-unit computation; no kernel needed."""
-    return shifted.weight_grad_shifted(x, w, g, geometry)

@@ -19,22 +19,38 @@ def pad_input(x, geometry: Geometry):
     return jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
 
 
+def window(xp, u: int, v: int, out_hw: tuple[int, int], strides: tuple[int, int]):
+    """xp[:, i*sh + u, j*sw + v, :] for every output position (i, j): (N, H_out, W_out, C)."""
+    (h_out, w_out), (sh, sw) = out_hw, strides
+    return xp[:, u : u + (h_out - 1) * sh + 1 : sh, v : v + (w_out - 1) * sw + 1 : sw, :]
+
+
+def place(part, offsets: tuple[int, int], strides: tuple[int, int], size_hw: tuple[int, int]):
+    """Adjoint of `window`: puts (N, A, B, C) at rows offset_h + a*sh, cols offset_w + b*sw of
+    a zero (N, H, W, C) grid."""
+    pads = [(0, 0, 0)]
+    for offset, s, size, part_size in zip(offsets, strides, size_hw, part.shape[1:3]):
+        pads.append((offset, size - offset - (part_size - 1) * s - 1, s - 1))
+    pads.append((0, 0, 0))
+    return lax.pad(part, jnp.zeros((), part.dtype), pads)
+
+
+def local_input_grad(diff, input_grad: str):
+    """The per-term input gradient of F - X: HT(diff) = clip(diff, -1, 1) (paper Eq. 6-7) for
+    'hardtanh', the exact derivative sign(diff) for 'sign'."""
+    return jnp.sign(diff) if input_grad == "sign" else jnp.clip(diff, -1.0, 1.0)
+
+
 def extract_patches(x, kernel_hw: tuple[int, int], geometry: Geometry):
     """Returns the zero-padded patches of `x`: (N, H_out, W_out, kh, kw, C_in).
 
     patches[n, i, j, u, v, c] = Xpad[n, i*sh + u, j*sw + v, c]  (ADDERNET.md 1.3).
     """
     kh, kw = kernel_hw
-    sh, sw = geometry.strides
-    h_out, w_out = geometry.output_hw(x.shape[1:3], kernel_hw)
+    out_hw = geometry.output_hw(x.shape[1:3], kernel_hw)
     xp = pad_input(x, geometry)
-    rows = []
-    for u in range(kh):
-        cols = [
-            xp[:, u : u + (h_out - 1) * sh + 1 : sh, v : v + (w_out - 1) * sw + 1 : sw, :]
-            for v in range(kw)
-        ]
-        rows.append(jnp.stack(cols, axis=3))
+    rows = [jnp.stack([window(xp, u, v, out_hw, geometry.strides) for v in range(kw)], axis=3)
+            for u in range(kh)]
     return jnp.stack(rows, axis=3)
 
 
@@ -46,20 +62,11 @@ def fold_patches(patch_grads, input_shape, geometry: Geometry):
     crop does.
     """
     _, h, w, _ = input_shape
-    _, h_out, w_out, kh, kw, _ = patch_grads.shape
-    (sh, sw), ((top, bottom), (left, right)) = geometry.strides, geometry.pads
-    padded_h, padded_w = h + top + bottom, w + left + right
-    zero = jnp.zeros((), patch_grads.dtype)
-    total = 0
-    for u in range(kh):
-        for v in range(kw):
-            placement = [
-                (0, 0, 0),
-                (u, padded_h - u - (h_out - 1) * sh - 1, sh - 1),
-                (v, padded_w - v - (w_out - 1) * sw - 1, sw - 1),
-                (0, 0, 0),
-            ]
-            total = total + lax.pad(patch_grads[:, :, :, u, v, :], zero, placement)
+    _, _, _, kh, kw, _ = patch_grads.shape
+    ((top, bottom), (left, right)) = geometry.pads
+    padded_hw = (h + top + bottom, w + left + right)
+    total = sum(place(patch_grads[:, :, :, u, v, :], (u, v), geometry.strides, padded_hw)
+                for u in range(kh) for v in range(kw))
     return total[:, top : top + h, left : left + w, :]
 
 
@@ -79,8 +86,7 @@ def input_grad_reference(x, w, g, geometry: Geometry, input_grad: str = "hardtan
 
     With `input_grad='sign'` the exact derivative sign(F - X) is used instead of HardTanh.
     """
-    diff = -_differences(x, w, geometry)  # F - X
-    local = jnp.clip(diff, -1.0, 1.0) if input_grad == "hardtanh" else jnp.sign(diff)
+    local = local_input_grad(-_differences(x, w, geometry), input_grad)  # of F - X
     patch_grads = jnp.sum(local * g[:, :, :, None, None, None, :], axis=-1)
     return fold_patches(patch_grads, x.shape, geometry)
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from addernet_jax.ops.geometry import Geometry
-from addernet_jax.ops.reference import pad_input
+from addernet_jax.ops.reference import local_input_grad, pad_input, place, window
 
 # Terms fused per loop body. Measured on a 2-core Zen 5 over the ResNet-20/50 layer shapes
 # (benchmarks/adder_layer.py; best of 15 runs, time / lax.conv): 16 is best or tied on every
@@ -46,44 +46,38 @@ def accumulation_dtype(*arrays):
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def _window(src, u, v, out_hw, strides):
-    """src[:, i*sh + u, j*sw + v, :] for all output positions (i, j): (N, H_out, W_out, E)."""
-    (h_out, w_out), (sh, sw) = out_hw, strides
-    return src[:, u : u + (h_out - 1) * sh + 1 : sh, v : v + (w_out - 1) * sw + 1 : sw, :]
-
-
 def _sum_terms(src, weights, out_hw, strides, term: Term, context):
     """sum_{u,v,e} term(window_{u,v}[..., e], weights[u, v, e, :], context), fully unrolled."""
     kh, kw, channels, _ = weights.shape
     total = None
     for u, v in itertools.product(range(kh), range(kw)):
-        window = _window(src, u, v, out_hw, strides)
+        view = window(src, u, v, out_hw, strides)
         for e in range(channels):
-            value = term(window[..., e : e + 1], weights[u, v, e], context)
+            value = term(view[..., e : e + 1], weights[u, v, e], context)
             total = value if total is None else total + value
     return total
 
 
-def _block_shape(kh, kw, channels, budget):
-    """The block of (kernel rows, kernel cols, channels) terms summed per loop body: the whole
-    kernel when it fits the budget, else one kernel tap and an equal share of the channels.
+def _channel_chunk(kh, kw, channels, budget):
+    """Channels summed per loop body when the whole kernel exceeds the budget: one kernel tap
+    and an equal share of the channels (at most `budget`). None when the kernel fits.
 
-    (A block of whole kernel rows, tried for C * kw <= budget, hits an XLA:CPU codegen failure
+    (Blocks of whole kernel rows, tried for C * kw <= budget, hit an XLA:CPU codegen failure
     under vmap in jax 0.10, "Incorrect number of arguments passed to called function" in a fused
-    dynamic slice, and is only ever chosen for layers with a handful of channels.)
+    dynamic slice, and would only ever be chosen for layers with a handful of channels.)
     """
     if kh * kw * channels <= budget:
-        return kh, kw, channels
-    chunks = math.ceil(channels / budget)
-    return 1, 1, math.ceil(channels / chunks)
+        return None
+    return math.ceil(channels / math.ceil(channels / budget))
 
 
-def shifted_sum(src, weights, out_hw, strides, term: Term, context=None, budget=None):
+def shifted_sum(src, weights, out_hw, strides, term: Term, context=None):
     """out[n,i,j,d] = sum_{u,v,e} term(src[n, i*sh+u, j*sw+v, e], weights[u,v,e,d], context).
 
     `term(a, b, context)` gets a (N, H_out, W_out, 1) column of `src`, a (D,) row of `weights`
     and `context` ((N, H_out, W_out, D) or None) and must return 0 when a and b are 0: the
-    channel axis is zero-padded up to a multiple of the block size.
+    channel axis is zero-padded up to a multiple of the block size. At most `TERM_BUDGET` terms
+    are fused into one loop body.
 
     Args:
       src: (N, H_src, W_src, E), already padded so that every window is in range.
@@ -92,32 +86,28 @@ def shifted_sum(src, weights, out_hw, strides, term: Term, context=None, budget=
       strides: (sh, sw).
       term: the per-term contribution.
       context: passed through to `term`.
-      budget: the most terms fused into one loop body; `TERM_BUDGET` when None.
     Returns:
       (N, H_out, W_out, D).
     """
     kh, kw, channels, depth = weights.shape
-    block = _block_shape(kh, kw, channels, budget or TERM_BUDGET)
-    if block == (kh, kw, channels):
+    chunk = _channel_chunk(kh, kw, channels, TERM_BUDGET)
+    if chunk is None:
         return _sum_terms(src, weights, out_hw, strides, term, context)
 
-    padded_channels = math.ceil(channels / block[2]) * block[2]
+    padded_channels = math.ceil(channels / chunk) * chunk
     if padded_channels != channels:
         extra = padded_channels - channels
         src = jnp.pad(src, ((0, 0), (0, 0), (0, 0), (0, extra)))
         weights = jnp.pad(weights, ((0, 0), (0, 0), (0, extra), (0, 0)))
-    starts = jnp.array(
-        list(itertools.product(range(0, kh, block[0]), range(0, kw, block[1]),
-                               range(0, padded_channels, block[2]))),
-        dtype=jnp.int32,
-    )
+    starts = jnp.array(list(itertools.product(range(kh), range(kw),
+                                              range(0, padded_channels, chunk))), jnp.int32)
     (h_out, w_out), (sh, sw) = out_hw, strides
-    src_block = (src.shape[0], (h_out - 1) * sh + block[0], (w_out - 1) * sw + block[1], block[2])
+    src_block = (src.shape[0], (h_out - 1) * sh + 1, (w_out - 1) * sw + 1, chunk)
 
     def block_sum(start):
         u, v, e = start[0], start[1], start[2]
         src_view = lax.dynamic_slice(src, (0, u, v, e), src_block)
-        weight_view = lax.dynamic_slice(weights, (u, v, e, 0), block + (depth,))
+        weight_view = lax.dynamic_slice(weights, (u, v, e, 0), (1, 1, chunk, depth))
         return _sum_terms(src_view, weight_view, out_hw, strides, term, context)
 
     # The first block seeds the carry (rather than zeros) so that the carry has the sharding
@@ -141,20 +131,18 @@ def forward_shifted(x, w, geometry: Geometry):
 
 
 def _local_input_grad(input_grad: str) -> Term:
-    clip = input_grad == "hardtanh"
-
     def term(g_col, w_row, x):
-        diff = w_row - x
-        return g_col * (jnp.clip(diff, -1.0, 1.0) if clip else jnp.sign(diff))
+        return g_col * local_input_grad(w_row - x, input_grad)
 
     return term
 
 
-def _phase_taps(phase: int, pad_lo: int, stride: int, kernel: int) -> tuple[list[int], int]:
-    """The kernel taps u that reach input rows y = phase (mod stride), and the offset q with
-    i = a + q - m for y = a * stride + phase and u = taps[m]: y + pad_lo = i * stride + u."""
+def _phase_taps(phase: int, pad_lo: int, stride: int, kernel: int) -> tuple[int, int, int]:
+    """The kernel taps u = first + m * stride (m < count) that reach input rows y = phase
+    (mod stride), and the offset q with i = a + q - m for y = a * stride + phase:
+    y + pad_lo = i * stride + u. Returns (first, count, q)."""
     first = (phase + pad_lo) % stride
-    return list(range(first, kernel, stride)), (phase + pad_lo - first) // stride
+    return first, len(range(first, kernel, stride)), (phase + pad_lo - first) // stride
 
 
 def _phase_input_grad(x, w, g, geometry: Geometry, phase: tuple[int, int], term: Term):
@@ -163,30 +151,21 @@ def _phase_input_grad(x, w, g, geometry: Geometry, phase: tuple[int, int], term:
     firsts, sizes, pads = [], [], [(0, 0, 0)]
     for r, size, (lo, _), s, k, g_size in zip(phase, x.shape[1:3], geometry.pads,
                                               geometry.strides, w.shape[:2], g.shape[1:3]):
-        axis_taps, offset = _phase_taps(r, lo, s, k)
+        first, count, offset = _phase_taps(r, lo, s, k)
         out_size = len(range(r, size, s))
-        if not axis_taps or not out_size:
+        if not count or not out_size:
             return None
-        low = len(axis_taps) - 1 - offset  # so that src[a + m'] = g[a + q - m], m' = k' - 1 - m
-        firsts.append(axis_taps[0])
+        low = count - 1 - offset  # so that src[a + m'] = g[a + q - m], m' = count - 1 - m
+        firsts.append(first)
         sizes.append(out_size)
-        pads.append((low, out_size + len(axis_taps) - 1 - g_size - low, 0))
+        pads.append((low, out_size + count - 1 - g_size - low, 0))
     pads.append((0, 0, 0))
     g_src = lax.pad(g, jnp.zeros((), g.dtype), pads)
     (sh, sw) = geometry.strides
-    w_phase = w[firsts[0] :: sh, firsts[1] :: sw]  # the taps are first, first + s, ...
+    w_phase = w[firsts[0] :: sh, firsts[1] :: sw]
     w_transposed = jnp.flip(w_phase, axis=(0, 1)).transpose(0, 1, 3, 2)  # (k', k', C_out, C_in)
     x_phase = x[:, phase[0] :: sh, phase[1] :: sw, :]
     return shifted_sum(g_src, w_transposed, tuple(sizes), (1, 1), term, context=x_phase)
-
-
-def _interleave(part, phase, strides, input_hw):
-    """Places a phase's (N, A, B, C) gradient at rows phase_h + a*sh, cols phase_w + b*sw."""
-    pads = [(0, 0, 0)]
-    for r, s, size, part_size in zip(phase, strides, input_hw, part.shape[1:3]):
-        pads.append((r, size - r - (part_size - 1) * s - 1, s - 1))
-    pads.append((0, 0, 0))
-    return lax.pad(part, jnp.zeros((), part.dtype), pads)
 
 
 def input_grad_shifted(x, w, g, geometry: Geometry, input_grad: str = "hardtanh"):
@@ -204,7 +183,7 @@ def input_grad_shifted(x, w, g, geometry: Geometry, input_grad: str = "hardtanh"
     for phase in itertools.product(*(range(s) for s in geometry.strides)):
         part = _phase_input_grad(x, w, g, geometry, phase, term)
         if part is not None:
-            total = total + _interleave(part, phase, geometry.strides, x.shape[1:3])
+            total = total + place(part, phase, geometry.strides, x.shape[1:3])
     return total
 
 
