@@ -25,21 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--energy-mul", type=float, default=EnergyTable.mul_pj, help="pJ per mul")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    if args.model not in list_models():
-        parser.error(f"unknown model {args.model!r}; valid models: {', '.join(list_models())}")
     source = EnergyTable.source
     if (args.energy_add, args.energy_mul) != (EnergyTable.add_pj, EnergyTable.mul_pj):
         source = "user-given"
     table = EnergyTable(args.energy_add, args.energy_mul, source)
-    print(
-        report(
-            args.model,
-            num_classes=args.num_classes,
-            input_size=args.input_size,
-            table=table,
-            as_json=args.json,
-        )
-    )
+    try:
+        text = report(args.model, num_classes=args.num_classes, input_size=args.input_size,
+                      table=table, as_json=args.json)
+    except ValueError as error:  # an unknown model: the registry's message lists the names
+        parser.error(str(error))
+    print(text)
     return 0
 
 

@@ -49,6 +49,11 @@ from addernet_jax.models.common import VARIANTS
 LAYER_KINDS = {Adder2D: "adder", nnx.Conv: "conv", nnx.Linear: "fc", nnx.BatchNorm: "bn"}
 
 
+
+def param_count(module: nnx.Module) -> int:
+    """Number of `nnx.Param` elements of a module (BatchNorm running statistics excluded)."""
+    return sum(leaf.size for leaf in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
 @dataclasses.dataclass(frozen=True)
 class EnergyTable:
     """Energy per scalar operation in picojoules."""
@@ -129,7 +134,7 @@ class OpCount:
 def _layer_counts(kind: str, module: nnx.Module, out_shape) -> tuple[int, Counts]:
     """(macs, Counts) of one call; `out_shape` excludes the batch axis."""
     out_elems = math.prod(out_shape)
-    params = sum(leaf.size for leaf in jax.tree.leaves(nnx.state(module, nnx.Param)))
+    params = param_count(module)
     if kind == "bn":
         return out_elems, Counts(out_elems, out_elems, params)
     # Every output element sums prod(kernel.shape[:-1]) terms: kh*kw*C_in/groups for an HWIO
@@ -202,7 +207,7 @@ def count_ops(model: nnx.Module, input_shape: tuple[int, int, int]) -> OpCount:
 
     nnx.eval_shape(traced, model, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
     result = OpCount(tuple(input_shape), tuple(layers))
-    model_params = sum(leaf.size for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    model_params = param_count(model)
     counted = sum(l.counts.params for l in {l.name: l for l in layers}.values())
     if counted != model_params:
         kinds = ", ".join(cls.__name__ for cls in LAYER_KINDS)

@@ -10,6 +10,7 @@ from torch import nn as tnn
 
 from addernet_jax.layers import Adder2D
 from addernet_jax.models import create_model, get_model_info, list_models
+from addernet_jax.opcount import param_count
 
 # ---------------------------------------------------------------------------------------------
 # PyTorch definitions following ADDERNET.md 5 (structure only: parameters and names, no forward).
@@ -167,10 +168,6 @@ def abstract_model(name, variant="adder", num_classes=None):
             name, num_classes=num_classes, variant=variant, impl="reference", rngs=nnx.Rngs(0)
         )
     )
-
-
-def param_count(model):
-    return sum(leaf.size for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
 CASES = [

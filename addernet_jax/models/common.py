@@ -102,7 +102,7 @@ def conv2d(
         out_features,
         (kernel_size, kernel_size),
         (strides, strides),
-        padding=((padding, padding), (padding, padding)) if isinstance(padding, int) else padding,
+        padding=padding,  # nnx.Conv turns an int p into (p, p) per spatial axis
         use_bias=use_bias,
         kernel_init=kernel_init,
         bias_init=bias_init,
