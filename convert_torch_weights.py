@@ -17,6 +17,7 @@ import sys
 
 from addernet_jax.convert.converter import convert_torch_checkpoint
 from addernet_jax.models import list_models
+from addernet_jax.models.common import VARIANTS
 
 
 def parse_flags(argv=None) -> argparse.Namespace:
@@ -30,7 +31,7 @@ def parse_flags(argv=None) -> argparse.Namespace:
         default=None,
         help="number of logits (default: the model's dataset: 10 or 1000)",
     )
-    parser.add_argument("--variant", default="adder", choices=("adder", "cnn"))
+    parser.add_argument("--variant", default="adder", choices=VARIANTS)
     parser.add_argument(
         "--allow-module-class",
         action="append",

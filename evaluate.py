@@ -16,8 +16,10 @@ import json
 import sys
 
 from addernet_jax.data import DATASETS
+from addernet_jax.data.datasets import ORIGINS
 from addernet_jax.evaluate_checkpoint import evaluate_checkpoint, format_results
 from addernet_jax.models import list_models
+from addernet_jax.models.common import VARIANTS
 
 
 def parse_flags(argv=None) -> argparse.Namespace:
@@ -31,7 +33,7 @@ def parse_flags(argv=None) -> argparse.Namespace:
     parser.add_argument("--split", default="test", help="test (ImageNet: validation) or train")
     parser.add_argument(
         "--source",
-        choices=("tfds", "local"),
+        choices=ORIGINS,
         default=None,
         help="tfds (default), or local files; --local-path implies local",
     )
@@ -61,7 +63,7 @@ def parse_flags(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--variant",
         default="adder",
-        choices=("adder", "cnn"),
+        choices=VARIANTS,
         help="the variant of a .pth checkpoint",
     )
     parser.add_argument(

@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
 from flax import nnx
+from jax.sharding import Mesh
 
 from addernet_jax import data
-from addernet_jax.convert.converter import load_torch_checkpoint_into
-from addernet_jax.models import create_model, get_model_info
-from addernet_jax.models.common import check_variant
+from addernet_jax.convert.converter import describe_model, load_torch_checkpoint_into
+from addernet_jax.models import abstract_model, get_model_info
 from addernet_jax.ops.adder2d import IMPLEMENTATIONS
 from addernet_jax.training import checkpoints, parallel
 from addernet_jax.training.evaluation import evaluate
@@ -43,9 +42,6 @@ __all__ = [
     "load_checkpoint_model",
 ]
 
-KINDS = ("model checkpoint", "training workdir", "pytorch file")
-
-
 @dataclasses.dataclass
 class LoadedModel:
     """A model with its weights and where they came from.
@@ -53,7 +49,7 @@ class LoadedModel:
     Attributes:
       model: the NNX module (eval mode).
       name, variant, num_classes: what `create_model` was given.
-      kind: one of `KINDS`.
+      kind: 'model checkpoint', 'training workdir' or 'pytorch file'.
       step: the training step, for a training workdir.
     """
 
@@ -66,7 +62,8 @@ class LoadedModel:
 
 
 def checkpoint_kind(path: str | os.PathLike) -> str:
-    """Which of `KINDS` `path` is; FileNotFoundError / ValueError naming it otherwise."""
+    """Which kind of checkpoint `path` is: 'pytorch file', 'model checkpoint' or 'training
+    workdir'; FileNotFoundError / ValueError naming it otherwise."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -91,66 +88,52 @@ def _check_num_classes(where: str, num_classes: int, dataset: str) -> None:
         )
 
 
-def _new_model(name: str, variant: str, num_classes: int, impl: str) -> nnx.Module:
-    """The model's structure with abstract arrays: nothing is initialised, the checkpoint's
-    arrays are restored straight into it (fast start-up for ResNet-50)."""
-    return nnx.eval_shape(
-        lambda: create_model(
-            name, num_classes=num_classes, variant=variant, impl=impl, rngs=nnx.Rngs(0)
+def _build_model(name: str, variant: str, num_classes: int, impl: str, dataset: str,
+                 where: str) -> nnx.Module:
+    """The abstract model after checking it fits `dataset` (classes and image channels), so
+    that a mismatch fails before any weights or data are read."""
+    _check_num_classes(where, num_classes, dataset)
+    model_channels = get_model_info(name).input_shape[-1]
+    data_channels = data.dataset_info(dataset).image_shape[-1]
+    if model_channels != data_channels:
+        raise ValueError(
+            f"{name} takes {model_channels}-channel images but {dataset} has {data_channels}"
         )
-    )
+    return abstract_model(name, num_classes=num_classes, variant=variant, impl=impl)
 
 
-def _replicated():
-    return parallel.replicated(parallel.create_mesh())
-
-
-def _load_model_checkpoint(path: Path, dataset: str, impl: str, model: str | None) -> LoadedModel:
+def _load_model_checkpoint(path: Path, dataset: str, impl: str, model: str | None,
+                           sharding) -> LoadedModel:
     info = checkpoints.read_model_info(path)
     if model and model != info["model"]:
         raise ValueError(f"{path} holds a {info['model']}, not a {model}")
-    _check_num_classes(f"checkpoint {path}", info["num_classes"], dataset)
-    loaded = _new_model(info["model"], info["variant"], info["num_classes"], impl)
-    state = nnx.state(loaded)
-    checkpoints.load_model_checkpoint(path, state, sharding=_replicated())
-    nnx.update(loaded, state)
+    loaded = _build_model(info["model"], info["variant"], info["num_classes"], impl, dataset,
+                          f"checkpoint {path}")
+    checkpoints.load_model_checkpoint(path, loaded, sharding=sharding)
     return LoadedModel(
         loaded, info["model"], info["variant"], info["num_classes"], "model checkpoint"
     )
 
 
-def _step_meta(store: checkpoints.TrainingCheckpoints, step: int) -> dict:
-    """The JSON meta saved with `step` (it holds the training config)."""
-    restored = store.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    meta = restored["meta"]
-    if not isinstance(meta, dict) or "config" not in meta:
-        raise ValueError(f"{store.directory}/{step} has no training config in its meta")
-    return meta
-
-
-def _best_or_latest_step(store: checkpoints.TrainingCheckpoints) -> tuple[int, dict]:
-    """The step with the best test accuracy (kept by the manager), else the latest, and the
-    meta saved with it."""
-    step = store.best_step() if store.best_step() is not None else store.latest_step()
-    if step is None:
-        raise ValueError(f"{store.directory} holds no checkpoint")
-    return step, _step_meta(store, step)
-
-
-def _load_training_workdir(path: Path, dataset: str, impl: str, model: str | None) -> LoadedModel:
+def _load_training_workdir(path: Path, dataset: str, impl: str, model: str | None,
+                           sharding) -> LoadedModel:
+    """The best step by test accuracy (kept by the manager), else the latest."""
     store = checkpoints.TrainingCheckpoints(path)
     try:
-        step, meta = _best_or_latest_step(store)
-        config = meta["config"]
+        step = store.best_step()
+        step = store.latest_step() if step is None else step
+        if step is None:
+            raise ValueError(f"{store.directory} holds no checkpoint")
+        config = store.restore_meta(step).get("config")
+        if not isinstance(config, dict):
+            raise ValueError(f"{store.directory}/{step} has no training config in its meta")
         name, variant = config["model"]["name"], config["model"]["variant"]
         if model and model != name:
             raise ValueError(f"{path} trained a {name}, not a {model}")
         num_classes = data.dataset_info(config["data"]["dataset"]).num_classes
-        _check_num_classes(f"training workdir {path} (step {step})", num_classes, dataset)
-        loaded = _new_model(name, variant, num_classes, impl)
-        state = nnx.state(loaded)
-        store.restore_model(step, state, sharding=_replicated())
-        nnx.update(loaded, state)
+        loaded = _build_model(name, variant, num_classes, impl, dataset,
+                              f"training workdir {path} (step {step})")
+        store.restore_model(step, loaded, sharding=sharding)
     finally:
         store.close()
     return LoadedModel(loaded, name, variant, num_classes, "training workdir", step)
@@ -161,10 +144,9 @@ def _load_pytorch_file(
 ) -> LoadedModel:
     if not model:
         raise ValueError(f"{path} is a file: pass --model NAME to evaluate a PyTorch .pth file")
-    check_variant(variant)
     num_classes = data.dataset_info(dataset).num_classes
-    loaded = _new_model(model, variant, num_classes, impl)
-    what = f"{model} (variant '{variant}', {num_classes} classes of {dataset})"
+    loaded = _build_model(model, variant, num_classes, impl, dataset, f"{path}")
+    what = f"{describe_model(model, variant, num_classes)} of {dataset}"
     load_torch_checkpoint_into(loaded, path, what=what, extra_module_classes=extra_module_classes)
     return LoadedModel(loaded, model, variant, num_classes, "pytorch file")
 
@@ -177,8 +159,10 @@ def load_checkpoint_model(
     model: str | None = None,
     variant: str = "adder",
     extra_module_classes: Iterable[str] = (),
+    mesh: Mesh | None = None,
 ) -> LoadedModel:
-    """The model of any `KINDS` of checkpoint, in eval mode, checked against `dataset`.
+    """The model of any kind of checkpoint, in eval mode, checked against `dataset`, with its
+    arrays replicated over `mesh` (default: every device).
 
     Args:
       checkpoint: model checkpoint directory, training workdir or `.pth` file.
@@ -186,6 +170,7 @@ def load_checkpoint_model(
       impl: adder2d implementation.
       model, variant, extra_module_classes: for a `.pth` file (`model` is required there); a
         given `model` must match a directory's.
+      mesh: where the weights go.
 
     Raises:
       FileNotFoundError: no such checkpoint.
@@ -194,10 +179,11 @@ def load_checkpoint_model(
     """
     path = Path(checkpoint)
     kind = checkpoint_kind(path)
+    sharding = parallel.replicated(mesh or parallel.create_mesh())
     if kind == "model checkpoint":
-        loaded = _load_model_checkpoint(path, dataset, impl, model)
+        loaded = _load_model_checkpoint(path, dataset, impl, model, sharding)
     elif kind == "training workdir":
-        loaded = _load_training_workdir(path, dataset, impl, model)
+        loaded = _load_training_workdir(path, dataset, impl, model, sharding)
     else:
         loaded = _load_pytorch_file(path, dataset, impl, model, variant, extra_module_classes)
     loaded.model.eval()
@@ -209,30 +195,15 @@ def _check_impl(impl: str) -> None:
         raise ValueError(f"unknown --impl {impl!r}; choices: auto, {', '.join(IMPLEMENTATIONS)}")
 
 
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size <= 0:
-        raise ValueError(f"batch size must be positive, got {batch_size}")
-
-
-def _check_channels(name: str, dataset: str) -> None:
-    model_channels = get_model_info(name).input_shape[-1]
-    data_channels = data.dataset_info(dataset).image_shape[-1]
-    if model_channels != data_channels:
-        raise ValueError(
-            f"{name} takes {model_channels}-channel images but {dataset} has {data_channels}"
-        )
-
-
 def _eval_loader(dataset, split, source, local_path, data_dir, batch_size, image_size):
     """(loader, number of images) for the dataset's evaluation preset."""
     records = data.get_source(
         dataset, split, source=source, data_dir=data_dir, local_path=local_path
     )
-    sizing = {"image_size": image_size} if image_size else {}
     loader = data.make_eval_loader(
         records,
         batch_size=batch_size,
-        transforms=data.get_transforms(dataset, train=False, **sizing),
+        transforms=data.get_transforms(dataset, train=False, image_size=image_size),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
@@ -279,14 +250,10 @@ def evaluate_checkpoint(
       FileNotFoundError, ValueError: naming the problem (bad checkpoint, dataset, split, data,
         batch size, class count or channel count).
     """
-    checkpoint_kind(checkpoint)  # a missing checkpoint fails before any data is read
-    data.dataset_info(dataset)
     _check_impl(impl)
-    _check_batch_size(batch_size)
     batch_size = parallel.device_multiple(batch_size)
-    loader, num_images = _eval_loader(
-        dataset, split, source, local_path, data_dir, batch_size, image_size
-    )
+    mesh = parallel.create_mesh()
+    # The model first: a missing or mismatched checkpoint fails before any data is read.
     loaded = load_checkpoint_model(
         checkpoint,
         dataset,
@@ -294,12 +261,15 @@ def evaluate_checkpoint(
         model=model,
         variant=variant,
         extra_module_classes=extra_module_classes,
+        mesh=mesh,
     )
-    _check_channels(loaded.name, dataset)
+    loader, num_images = _eval_loader(
+        dataset, split, source, local_path, data_dir, batch_size, image_size
+    )
     metrics = evaluate(
         loaded.model,
         loader,
-        parallel.create_mesh(),
+        mesh,
         num_batches=data.num_eval_batches(num_images, batch_size),
         show_progress=show_progress,
         description=f"{dataset}/{split}",

@@ -22,7 +22,7 @@ from flax import nnx
 from PIL import Image
 from torch import nn
 
-from addernet_jax.convert import load_torch_weights, torch_entries, torch_state_dict_to_nnx
+from addernet_jax.convert import torch_entries, torch_state_dict_to_nnx
 from addernet_jax.convert.converter import convert_torch_checkpoint
 from addernet_jax.evaluate_checkpoint import load_checkpoint_model
 from addernet_jax.models import create_model, get_model_info, list_models
@@ -281,7 +281,8 @@ def test_lenet5_state_dict_gives_the_same_logits(variant):
     with torch.no_grad():
         reference = model(x[:4]).numpy()
     ours = create_model("lenet5", num_classes=10, variant=variant, rngs=nnx.Rngs(0))
-    load_torch_weights(ours, {k: v.numpy() for k, v in model.state_dict().items()})
+    nnx.update(ours, torch_state_dict_to_nnx({k: v.numpy() for k, v in model.state_dict().items()},
+                                             ours))
     ours.eval()
     logits = np.asarray(nnx.jit(lambda m, x: m(x))(ours, x[:4].permute(0, 2, 3, 1).numpy()))
     assert relative_difference(logits, reference) < 1e-4

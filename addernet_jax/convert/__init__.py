@@ -9,7 +9,6 @@ Modules:
 """
 
 from addernet_jax.convert.mapping import (
-    load_torch_weights,
     strip_data_parallel_prefix,
     torch_entries,
     torch_state_dict_to_nnx,
@@ -26,7 +25,6 @@ __all__ = [
     "CheckpointFormatError",
     "UnsafePickleError",
     "load_torch_state_dict",
-    "load_torch_weights",
     "strip_data_parallel_prefix",
     "torch_entries",
     "torch_state_dict_to_nnx",

@@ -24,8 +24,7 @@ from flax import nnx
 
 from addernet_jax.convert.mapping import torch_state_dict_to_nnx
 from addernet_jax.convert.torch_pickle import load_torch_state_dict
-from addernet_jax.models import create_model, get_model_info
-from addernet_jax.models.common import check_variant
+from addernet_jax.models import abstract_model, get_model_info
 from addernet_jax.training.checkpoints import save_model_checkpoint
 
 __all__ = ["convert_torch_checkpoint", "load_torch_checkpoint_into", "sha256_of_file"]
@@ -42,15 +41,9 @@ def sha256_of_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _describe(model: str, variant: str, num_classes: int) -> str:
+def describe_model(model: str, variant: str, num_classes: int) -> str:
+    """How errors name a model: "resnet20 (variant 'adder', 10 classes)"."""
     return f"{model} (variant '{variant}', {num_classes} classes)"
-
-
-def _abstract_model(model: str, variant: str, num_classes: int) -> nnx.Module:
-    """The model's structure and shapes only: nothing is initialised."""
-    return nnx.eval_shape(
-        lambda: create_model(model, num_classes=num_classes, variant=variant, rngs=nnx.Rngs(0))
-    )
 
 
 def _read_and_map(path: Path, model: nnx.Module, what: str, extra_module_classes) -> nnx.State:
@@ -113,13 +106,11 @@ def convert_torch_checkpoint(
     num_classes = get_model_info(model).num_classes if num_classes is None else num_classes
     if num_classes <= 0:
         raise ValueError(f"the number of classes must be positive, got {num_classes}")
-    check_variant(variant)
     input_path, output = Path(input_path), Path(output_dir).absolute()
     _check_output(output)
-    what = _describe(model, variant, num_classes)
-    state = _read_and_map(
-        input_path, _abstract_model(model, variant, num_classes), what, extra_module_classes
-    )
+    target = abstract_model(model, num_classes=num_classes, variant=variant)  # checks variant
+    what = describe_model(model, variant, num_classes)
+    state = _read_and_map(input_path, target, what, extra_module_classes)
     info = {
         "model": model,
         "variant": variant,

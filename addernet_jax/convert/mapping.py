@@ -35,7 +35,6 @@ from addernet_jax.layers import Adder2D
 __all__ = [
     "LEAF_TABLE",
     "TorchEntry",
-    "load_torch_weights",
     "strip_data_parallel_prefix",
     "torch_entries",
     "torch_state_dict_to_nnx",
@@ -77,19 +76,15 @@ class LeafRule:
       torch_leaf: the PyTorch parameter or buffer name.
       to_ours: PyTorch array -> our array (a transpose, or the identity).
       torch_shape: our shape -> the PyTorch shape.
-      layout: the layout change, in words (for messages and docs).
     """
 
     torch_leaf: str
     to_ours: Callable[[np.ndarray], np.ndarray] = _same
     torch_shape: Callable[[tuple[int, ...]], tuple[int, ...]] = _same_shape
-    layout: str = "as is"
 
 
-_KERNEL_4D = dict(to_ours=_oihw_to_hwio, torch_shape=_hwio_to_oihw_shape, layout="OIHW -> HWIO")
-_LINEAR = dict(
-    to_ours=_linear_to_ours, torch_shape=_reversed_shape, layout="(out, in) -> (in, out)"
-)
+_KERNEL_4D = dict(to_ours=_oihw_to_hwio, torch_shape=_hwio_to_oihw_shape)  # OIHW -> HWIO
+_LINEAR = dict(to_ours=_linear_to_ours, torch_shape=_reversed_shape)  # (out, in) -> (in, out)
 
 # (our layer type, our leaf) -> PyTorch name and layout: the table of the module docstring.
 LEAF_TABLE: dict[tuple[type, str], LeafRule] = {
@@ -246,12 +241,3 @@ def torch_state_dict_to_nnx(
     state = nnx.state(model)
     nnx.replace_by_pure_dict(state, pure)
     return state
-
-
-def load_torch_weights(model: nnx.Module, state_dict: Mapping[str, np.ndarray]) -> None:
-    """Copies a PyTorch state_dict into a concrete `model`, in place.
-
-    Raises:
-      ValueError: as `torch_state_dict_to_nnx`, before anything is changed.
-    """
-    nnx.update(model, torch_state_dict_to_nnx(state_dict, model))

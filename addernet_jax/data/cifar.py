@@ -46,8 +46,11 @@ SAFE_GLOBALS = {
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler for plain data: builtins containers plus numpy arrays, nothing callable else."""
+class RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001
+    """An unpickler for plain data: builtins containers plus numpy arrays, nothing callable else.
+
+    The pure-Python unpickler, as convert/safe_unpickler.py: the C one can be made to allocate
+    tens of GB by a few corrupted bytes before any check runs."""
 
     def find_class(self, module: str, name: str) -> Any:
         try:

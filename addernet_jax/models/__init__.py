@@ -91,7 +91,18 @@ __all__ = [
     "LeNet5",
     "ModelInfo",
     "VGGSmall",
+    "abstract_model",
     "create_model",
     "get_model_info",
     "list_models",
 ]
+
+
+def abstract_model(
+    name: str, *, num_classes: int, variant: str = "adder", impl: str = "auto"
+) -> nnx.Module:
+    """A registered model's structure with abstract arrays (`nnx.eval_shape`): nothing is
+    initialised, so checkpoints can be restored straight into it."""
+    return nnx.eval_shape(
+        lambda: create_model(name, num_classes=num_classes, variant=variant, impl=impl,
+                             rngs=nnx.Rngs(0)))

@@ -89,9 +89,15 @@ class TrainingCheckpoints:
         nnx.replace_by_pure_dict(optimizer_state, restored["state"]["optimizer"])
         return restored["meta"]
 
-    def restore_model(self, step: int, model_state, sharding=None) -> dict:
-        """Restores only the model arrays of `step` (evaluation); returns its meta."""
-        target = {"model": nnx.to_pure_dict(model_state)}
+    def restore_meta(self, step: int) -> dict:
+        """The JSON meta saved with `step` (its training config, best accuracy, ...)."""
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+            "meta"]
+
+    def restore_model(self, step: int, model: nnx.Module, sharding=None) -> None:
+        """Restores only the model arrays of `step` into `model`, in place (evaluation)."""
+        state = nnx.state(model)
+        target = {"model": nnx.to_pure_dict(state)}
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(
@@ -99,10 +105,9 @@ class TrainingCheckpoints:
                     item=_abstract(target, sharding),
                     restore_args=jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding),
                                               target) if sharding else None,
-                    partial_restore=True),
-                meta=ocp.args.JsonRestore()))
-        nnx.replace_by_pure_dict(model_state, restored["state"]["model"])
-        return restored["meta"]
+                    partial_restore=True)))
+        nnx.replace_by_pure_dict(state, restored["state"]["model"])
+        nnx.update(model, state)
 
     def close(self) -> None:
         self.manager.close()
@@ -131,21 +136,26 @@ def read_model_info(directory: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load_model_checkpoint(directory: str | Path, model_state, sharding=None) -> dict[str, Any]:
-    """Fills `model_state` (in place) from a model checkpoint; returns its info.
+def load_model_checkpoint(directory: str | Path, model: nnx.Module, sharding=None) -> None:
+    """Fills `model` (concrete, or abstract from `nnx.eval_shape`) from a model checkpoint, in
+    place.
 
     Raises:
-      ValueError: naming the mismatching arrays when the checkpoint does not fit the model.
+      ValueError: when `directory` is not a model checkpoint, or naming the mismatching arrays
+        when it does not fit the model.
     """
     directory = Path(directory).absolute()
-    info = read_model_info(directory)
-    target = nnx.to_pure_dict(model_state)
+    if not (directory / "model").is_dir():
+        raise ValueError(f"{directory} is not a model checkpoint (no model/); make one with "
+                         "convert_torch_weights.py")
+    state = nnx.state(model)
+    target = nnx.to_pure_dict(state)
     with ocp.StandardCheckpointer() as checkpointer:
         stored = checkpointer.metadata(directory / "model").item_metadata
         check_same_structure(stored, target, str(directory))
         restored = checkpointer.restore(directory / "model", _abstract(target, sharding))
-    nnx.replace_by_pure_dict(model_state, restored)
-    return info
+    nnx.replace_by_pure_dict(state, restored)
+    nnx.update(model, state)
 
 
 def check_same_structure(stored, target, where: str) -> None:

@@ -79,9 +79,7 @@ def create_model_and_optimizer(config, num_classes: int, steps_per_epoch: int):
     model = create_model(config.model.name, num_classes=num_classes, variant=config.model.variant,
                          impl=config.model.impl, rngs=nnx.Rngs(config.seed))
     if config.init_from:
-        state = nnx.state(model)
-        checkpoints.load_model_checkpoint(config.init_from, state)
-        nnx.update(model, state)
+        checkpoints.load_model_checkpoint(config.init_from, model)
     schedule = create_schedule(config, steps_per_epoch)
     opt = config.optimizer
     tx = adder_sgd(schedule, adder_kernel_mask(model), momentum=opt.momentum,

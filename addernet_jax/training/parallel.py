@@ -71,6 +71,8 @@ def device_multiple(batch_size: int) -> int:
 
     Evaluation uses it so that any batch size works: the extra rows are masked padding.
     """
+    if batch_size <= 0:
+        raise ValueError(f"batch size must be positive, got {batch_size}")
     step = np.lcm(jax.device_count(), jax.process_count())
     return int(-(-batch_size // step) * step)
 
@@ -83,12 +85,15 @@ def global_batch(mesh: Mesh, local_batch: dict[str, np.ndarray]) -> dict[str, ja
 
 
 def replicate(mesh: Mesh, tree):
-    """Places a pytree of arrays on every device of the mesh (identical on every process)."""
+    """Places a pytree of arrays on every device of the mesh (identical on every process);
+    arrays already placed that way are passed through."""
     sharding = replicated(mesh)
-    if jax.process_count() == 1:
-        return jax.device_put(tree, sharding)
 
     def place(x):
+        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+            return x
+        if jax.process_count() == 1:
+            return jax.device_put(x, sharding)
         host = np.asarray(x)
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
