@@ -35,48 +35,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from addernet_jax.layers import Adder2D
+from addernet_jax.layers import OP_COUNTERS, Counts, layer_kinds, op_counter, param_count
+from addernet_jax.layers.base import EnergyTable, bias_adds, counted_class
 from addernet_jax.models import create_model, get_model_info
-from addernet_jax.models.common import VARIANTS
 
-# Layer classes that are counted, and the kind each is reported as.
-LAYER_KINDS = {Adder2D: "adder", nnx.Conv: "conv", nnx.Linear: "fc", nnx.BatchNorm: "bn"}
-
-
-
-def param_count(module: nnx.Module) -> int:
-    """Number of `nnx.Param` elements of a module (BatchNorm running statistics excluded)."""
-    return sum(leaf.size for leaf in jax.tree.leaves(nnx.state(module, nnx.Param)))
-
-@dataclasses.dataclass(frozen=True)
-class EnergyTable:
-    """Energy per scalar operation in picojoules."""
-
-    add_pj: float = 0.9
-    mul_pj: float = 3.7
-    source: str = "45 nm fp32 (Horowitz, ISSCC 2014)"
-
-
-@dataclasses.dataclass(frozen=True)
-class Counts:
-    """Multiplications, additions and parameters of a layer or a set of layers."""
-
-    mults: int = 0
-    adds: int = 0
-    params: int = 0
-
-    def __add__(self, other: Counts) -> Counts:
-        return Counts(self.mults + other.mults, self.adds + other.adds, self.params + other.params)
-
-    def energy_pj(self, table: EnergyTable = EnergyTable()) -> float:
-        """Energy of these operations in pJ."""
-        return self.mults * table.mul_pj + self.adds * table.add_pj
+__all__ = ["Counts", "EnergyTable", "LayerCount", "OpCount", "compare_variants", "count_model",
+           "count_ops", "param_count", "report"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,10 +55,12 @@ class LayerCount:
     Attributes:
       name: path in the model, e.g. 'layer2.0.downsample.0'.
       group: layer group, e.g. 'stem', 'layer2', 'head'.
-      kind: 'conv', 'adder', 'fc' or 'bn'.
+      kind: the layer's counter label: 'conv', 'adder', 'fc', 'bn', ...
       in_shape, out_shape: activation shapes without the batch axis.
       macs: multiply-accumulates (adder: terms |x - w|; BN: output elements).
       counts: multiplications, additions and parameters under the module's conventions.
+      bias_adds: the additions of `counts` that come from a bias.
+      multiplicative: whether the paper's #Mul column counts `macs` (conv, fc).
     """
 
     name: str
@@ -99,6 +70,8 @@ class LayerCount:
     out_shape: tuple[int, ...]
     macs: int
     counts: Counts
+    bias_adds: int = 0
+    multiplicative: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,45 +96,31 @@ class OpCount:
         return sum((layer.counts for layer in self.layers), Counts())
 
     def paper_total(self) -> Counts:
-        """The paper's convention: conv / adder / FC multiply-accumulates only; the parameters
-        of those layers."""
-        mults = sum(l.macs for l in self.layers if l.kind in ("conv", "fc"))
-        adder_macs = sum(l.macs for l in self.layers if l.kind == "adder")
-        params = sum(l.counts.params for l in self.layers if l.kind != "bn")
-        return Counts(mults, mults + 2 * adder_macs, params)
-
-
-def _layer_counts(kind: str, module: nnx.Module, out_shape) -> tuple[int, Counts]:
-    """(macs, Counts) of one call; `out_shape` excludes the batch axis."""
-    out_elems = math.prod(out_shape)
-    params = param_count(module)
-    if kind == "bn":
-        return out_elems, Counts(out_elems, out_elems, params)
-    # Every output element sums prod(kernel.shape[:-1]) terms: kh*kw*C_in/groups for an HWIO
-    # kernel, C_in for a Linear's (in, out) kernel.
-    macs = out_elems * math.prod(module.kernel.shape[:-1])
-    bias_adds = out_elems if getattr(module, "bias", None) is not None else 0
-    if kind == "adder":
-        return macs, Counts(0, 2 * macs + bias_adds, params)
-    return macs, Counts(macs, macs + bias_adds, params)
+        """The paper's convention: the conv / adder / FC layers' operations without their
+        biases (a conv MAC is 1 mul + 1 add, an adder MAC 2 adds); those layers' parameters."""
+        layers = [l for l in self.layers if l.kind != "bn"]
+        total = sum((l.counts for l in layers), Counts())
+        return dataclasses.replace(total, adds=total.adds - sum(l.bias_adds for l in layers))
 
 
 @contextlib.contextmanager
 def _record_calls(records: list):
-    """Appends (module, input shape, output shape) for every call of a `LAYER_KINDS` class."""
-    saved = {cls: cls.__dict__.get("__call__") for cls in LAYER_KINDS}
+    """Appends (module, input shape, output shape) for every call of a module class that has a
+    registered op counter (`addernet_jax.layers.register_op_counter`), once per call."""
+    saved = {cls: cls.__dict__.get("__call__") for cls in OP_COUNTERS}
 
-    def wrap(original):
+    def wrap(cls, original):
         def recording_call(module, x, *args, **kwargs):
             y = original(module, x, *args, **kwargs)
-            records.append((module, x.shape, y.shape))
+            if counted_class(module) is cls:  # a subclass's own wrapper records it
+                records.append((module, x.shape, y.shape))
             return y
 
         return recording_call
 
     try:
-        for cls in LAYER_KINDS:
-            cls.__call__ = wrap(cls.__call__)
+        for cls in OP_COUNTERS:
+            cls.__call__ = wrap(cls, cls.__call__)
         yield records
     finally:
         for cls, original in saved.items():
@@ -195,22 +154,19 @@ def count_ops(model: nnx.Module, input_shape: tuple[int, int, int]) -> OpCount:
             m(x)
         for module, in_shape, out_shape in records:
             path = paths[id(module)]
-            kind = next(k for cls, k in LAYER_KINDS.items() if isinstance(module, cls))
-            macs, counts = _layer_counts(kind, module, out_shape[1:])
-            name = ".".join(str(p) for p in path)
-            group = group_table.get(path[0], str(path[0]))
-            layers.append(
-                LayerCount(
-                    name, group, kind, tuple(in_shape[1:]), tuple(out_shape[1:]), macs, counts
-                )
-            )
+            counter = op_counter(module)
+            macs, counts = counter.count(module, out_shape[1:])
+            layers.append(LayerCount(
+                ".".join(str(p) for p in path), group_table.get(path[0], str(path[0])),
+                counter.label, tuple(in_shape[1:]), tuple(out_shape[1:]), macs, counts,
+                bias_adds(module, out_shape[1:]), counter.multiplicative))
 
     nnx.eval_shape(traced, model, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
     result = OpCount(tuple(input_shape), tuple(layers))
     model_params = param_count(model)
     counted = sum(l.counts.params for l in {l.name: l for l in layers}.values())
     if counted != model_params:
-        kinds = ", ".join(cls.__name__ for cls in LAYER_KINDS)
+        kinds = ", ".join(cls.__name__ for cls in OP_COUNTERS)
         raise ValueError(
             f"counted layers ({kinds}) hold {counted} of the model's {model_params} parameters: "
             "the model has a parameterised layer of another type, or one it never calls"
@@ -249,7 +205,7 @@ def count_model(
 
 def compare_variants(name: str, **kwargs) -> dict[str, OpCount]:
     """`count_model` for the 'adder' and the 'cnn' variant; kwargs as `count_model`."""
-    return {variant: count_model(name, variant=variant, **kwargs) for variant in VARIANTS}
+    return {variant: count_model(name, variant=variant, **kwargs) for variant in layer_kinds()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +220,11 @@ def _si(value: float) -> str:
 
 
 def _counts_dict(counts: Counts, table: EnergyTable) -> dict:
-    return dict(dataclasses.asdict(counts), energy_uj=counts.energy_pj(table) * 1e-6)
+    """mults, adds, params (and shifts where there are any), energy in uJ."""
+    values = dataclasses.asdict(counts)
+    if not counts.shifts:
+        del values["shifts"]
+    return dict(values, energy_uj=counts.energy_pj(table) * 1e-6)
 
 
 def _rows(count: OpCount) -> dict[str, Counts]:

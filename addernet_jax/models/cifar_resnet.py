@@ -19,10 +19,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from addernet_jax.models.common import (
-    adder_or_conv,
     batch_norm,
     check_variant,
-    conv2d,
+    make_kept_conv,
+    make_layer,
     torch_default_kernel_init,
 )
 
@@ -49,7 +49,7 @@ class BasicBlock(nnx.Module):
 
     def __init__(self, in_planes, planes, stride=1, *, variant, impl, kernel_init, rngs):
         def layer(cin, cout, k, s, pad):
-            return adder_or_conv(
+            return make_layer(
                 variant, cin, cout, k, s, padding=pad, impl=impl, kernel_init=kernel_init, rngs=rngs
             )
 
@@ -112,13 +112,14 @@ class CifarResNet(nnx.Module):
         n = (depth - 2) // 6
         # Stem and fc keep PyTorch's default conv init (resnet20.py has no init loop).
         init = torch_default_kernel_init
-        self.conv1 = conv2d(3, 16, 3, padding=1, kernel_init=init, rngs=rngs)
+        self.conv1 = make_kept_conv(variant, 3, 16, 3, padding=1, kernel_init=init, rngs=rngs)
         self.bn1 = batch_norm(16, rngs=rngs)
         kw = dict(variant=variant, impl=impl, kernel_init=init, rngs=rngs)
         self.layer1 = make_stage(BasicBlock, 16, STAGE_WIDTHS[0], n, 1, **kw)
         self.layer2 = make_stage(BasicBlock, 16, STAGE_WIDTHS[1], n, 2, **kw)
         self.layer3 = make_stage(BasicBlock, 32, STAGE_WIDTHS[2], n, 2, **kw)
-        self.fc = conv2d(64, num_classes, 1, padding=0, kernel_init=init, rngs=rngs)
+        self.fc = make_kept_conv(variant, 64, num_classes, 1, padding=0, kernel_init=init,
+                                 rngs=rngs)
         self.bn2 = batch_norm(num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

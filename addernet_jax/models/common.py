@@ -1,9 +1,10 @@
-"""Building blocks shared by the model families: the adder-or-conv switch, BatchNorm, inits.
+"""Building blocks shared by the model families: layer-kind lookup, BatchNorm, inits.
 
-Every model comes in two variants with the same topology and the same parameter shapes:
-`variant='adder'` builds `Adder2D` where AdderNet has adder layers, `variant='cnn'` builds
-`nnx.Conv` there (the CNN baseline of the paper's tables). Layers that AdderNet keeps
-multiplicative (first conv, classifier; ADDERNET.md 4) are `nnx.Conv`/`nnx.Linear` in both.
+Every model comes in one variant per registered layer kind (`addernet_jax.layers`), with the
+same topology: `variant='adder'` builds `Adder2D` where AdderNet has adder layers,
+`variant='cnn'` builds `nnx.Conv` there (the CNN baseline of the paper's tables). Layers that
+AdderNet keeps multiplicative (first conv, classifier; ADDERNET.md 4) are built by
+`make_kept_conv` (an `nnx.Conv` unless the kind swaps those too) or are `nnx.Linear`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,21 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from addernet_jax.layers import Adder2D
-from addernet_jax.ops.geometry import PaddingLike
+from addernet_jax.layers import conv2d, get_layer_kind, layer_kinds, make_kept_conv, make_layer
 
-VARIANTS = ("adder", "cnn")
+__all__ = [
+    "batch_norm",
+    "check_variant",
+    "conv2d",
+    "flatten_channels_first",
+    "kaiming_normal_fan_out",
+    "layer_kinds",
+    "make_kept_conv",
+    "make_layer",
+    "torch_default_bias_init",
+    "torch_default_kernel_init",
+]
+
 
 # PyTorch's default nn.Conv2d / nn.Linear weight init, kaiming_uniform(a=sqrt(5)), is
 # Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)): variance_scaling's uniform limit is sqrt(3 * scale /
@@ -37,77 +49,8 @@ def torch_default_bias_init(fan_in: int) -> jax.nn.initializers.Initializer:
 
 
 def check_variant(variant: str) -> None:
-    """Raises ValueError unless `variant` is 'adder' or 'cnn'."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-
-
-def adder_or_conv(
-    variant: str,
-    in_features: int,
-    out_features: int,
-    kernel_size: int,
-    strides: int = 1,
-    *,
-    padding: PaddingLike,
-    impl: str,
-    kernel_init: jax.nn.initializers.Initializer,
-    rngs: nnx.Rngs,
-) -> Adder2D | nnx.Conv:
-    """A bias-free layer that is an adder in AdderNet: `Adder2D` or, for the CNN baseline, a conv.
-
-    Args:
-      variant: 'adder' or 'cnn'.
-      in_features, out_features, kernel_size, strides, padding: as `nnx.Conv` (an int padding
-        pads every side by that much, as PyTorch).
-      impl: adder2d implementation (adder variant only).
-      kernel_init: the conv kernel init of the CNN variant; adders are N(0, 1) (`Adder2D`).
-      rngs: NNX random streams.
-    """
-    check_variant(variant)
-    if variant == "adder":
-        return Adder2D(
-            in_features, out_features, kernel_size, strides, padding=padding, impl=impl, rngs=rngs
-        )
-    return conv2d(
-        in_features,
-        out_features,
-        kernel_size,
-        strides,
-        padding=padding,
-        kernel_init=kernel_init,
-        rngs=rngs,
-    )
-
-
-def conv2d(
-    in_features: int,
-    out_features: int,
-    kernel_size: int,
-    strides: int = 1,
-    *,
-    padding: PaddingLike,
-    kernel_init: jax.nn.initializers.Initializer,
-    use_bias: bool = False,
-    bias_init: jax.nn.initializers.Initializer = jax.nn.initializers.zeros,
-    rngs: nnx.Rngs,
-) -> nnx.Conv:
-    """A square 2-D `nnx.Conv` with PyTorch-style integer padding (p on every side).
-
-    `nnx.Conv` reads an int `kernel_size` as a 1-D kernel (it would convolve W only and treat H
-    as a batch axis), so the size is always given as (k, k) here.
-    """
-    return nnx.Conv(
-        in_features,
-        out_features,
-        (kernel_size, kernel_size),
-        (strides, strides),
-        padding=padding,  # nnx.Conv turns an int p into (p, p) per spatial axis
-        use_bias=use_bias,
-        kernel_init=kernel_init,
-        bias_init=bias_init,
-        rngs=rngs,
-    )
+    """Raises ValueError unless `variant` names a registered layer kind."""
+    get_layer_kind(variant)
 
 
 def batch_norm(num_features: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:

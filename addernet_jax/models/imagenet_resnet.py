@@ -23,11 +23,11 @@ from flax import nnx
 
 from addernet_jax.models.cifar_resnet import BasicBlock, make_stage
 from addernet_jax.models.common import (
-    adder_or_conv,
     batch_norm,
     check_variant,
-    conv2d,
     kaiming_normal_fan_out,
+    make_kept_conv,
+    make_layer,
     torch_default_bias_init,
 )
 
@@ -43,7 +43,7 @@ class Bottleneck(nnx.Module):
 
     def __init__(self, in_planes, planes, stride=1, *, variant, impl, kernel_init, rngs):
         def layer(cin, cout, k, s, pad):
-            return adder_or_conv(
+            return make_layer(
                 variant, cin, cout, k, s, padding=pad, impl=impl, kernel_init=kernel_init, rngs=rngs
             )
 
@@ -106,7 +106,7 @@ class ImageNetResNet(nnx.Module):
         # resnet50.py applies kaiming_normal(fan_out, relu) to every nn.Conv2d (stem and fc);
         # the CNN variant's block convs get the same (torchvision does likewise).
         init = kaiming_normal_fan_out
-        self.conv1 = conv2d(3, 64, 7, 2, padding=3, kernel_init=init, rngs=rngs)
+        self.conv1 = make_kept_conv(variant, 3, 64, 7, 2, padding=3, kernel_init=init, rngs=rngs)
         self.bn1 = batch_norm(64, rngs=rngs)
         kw = dict(variant=variant, impl=impl, kernel_init=init, rngs=rngs)
         in_planes = 64
@@ -116,7 +116,8 @@ class ImageNetResNet(nnx.Module):
             setattr(self, f"layer{index + 1}", stage)
             in_planes = planes * block.expansion
         # The fc bias keeps PyTorch's default init (the init loop only touches weights).
-        self.fc = conv2d(
+        self.fc = make_kept_conv(
+            variant,
             in_planes,
             num_classes,
             1,

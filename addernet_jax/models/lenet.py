@@ -21,11 +21,11 @@ import jax
 from flax import nnx
 
 from addernet_jax.models.common import (
-    adder_or_conv,
     batch_norm,
     check_variant,
-    conv2d,
     flatten_channels_first,
+    make_kept_conv,
+    make_layer,
     torch_default_bias_init,
     torch_default_kernel_init,
 )
@@ -48,11 +48,11 @@ class LeNet5(nnx.Module):
         init = torch_default_kernel_init
 
         def layer(cin, cout, k, pad):
-            return adder_or_conv(
+            return make_layer(
                 variant, cin, cout, k, 1, padding=pad, impl=impl, kernel_init=init, rngs=rngs
             )
 
-        self.conv1 = conv2d(1, 6, 5, padding=2, kernel_init=init, rngs=rngs)
+        self.conv1 = make_kept_conv(variant, 1, 6, 5, padding=2, kernel_init=init, rngs=rngs)
         self.bn1 = batch_norm(6, rngs=rngs)
         self.conv2 = layer(6, 16, 5, 0)
         self.bn2 = batch_norm(16, rngs=rngs)

@@ -20,11 +20,11 @@ import jax
 from flax import nnx
 
 from addernet_jax.models.common import (
-    adder_or_conv,
     batch_norm,
     check_variant,
-    conv2d,
     flatten_channels_first,
+    make_kept_conv,
+    make_layer,
     torch_default_bias_init,
     torch_default_kernel_init,
 )
@@ -54,10 +54,10 @@ class VGGSmall(nnx.Module):
     def __init__(self, *, num_classes: int, variant: str = "adder", impl: str = "auto", rngs):
         check_variant(variant)
         init = torch_default_kernel_init  # PyTorch default conv/linear init throughout
-        self.conv0 = conv2d(3, 128, 3, padding=1, kernel_init=init, rngs=rngs)
+        self.conv0 = make_kept_conv(variant, 3, 128, 3, padding=1, kernel_init=init, rngs=rngs)
         self.bn0 = batch_norm(128, rngs=rngs)
         for index, (cin, cout, _) in enumerate(ADDER_LAYERS, start=1):
-            layer = adder_or_conv(
+            layer = make_layer(
                 variant, cin, cout, 3, 1, padding=1, impl=impl, kernel_init=init, rngs=rngs
             )
             setattr(self, f"conv{index}", layer)

@@ -42,7 +42,8 @@ def cpu_model() -> str:
 
 def command(workdir: Path, variant: str) -> list[str]:
     return [
-        sys.executable, str(REPO / "train.py"), f"--config={REPO / 'configs' / 'tiny.py'}:{variant}",
+        sys.executable, str(REPO / "train.py"),
+        f"--config={REPO / 'configs' / 'tiny.py'}:{variant}",
         f"--workdir={workdir}", "--config.data.source=local",
         f"--config.data.local_path={SHARED / 'data' / 'mnist'}",
         f"--config.num_train_steps={STEPS}", "--config.checkpoint_every_steps=100",
@@ -86,9 +87,10 @@ def record(variant: str) -> dict:
         workdir = Path(tmp) / "run"
         run(workdir, variant)
         arrays = model_arrays(workdir)
+        arrays = dict(sorted(arrays.items()))
         return {"losses": losses(workdir),
-                "params_sha256": {k: digest(v) for k, v in sorted(arrays.items())},
-                "params_sum": {k: float(v.astype(np.float64).sum()) for k, v in sorted(arrays.items())}}
+                "params_sha256": {k: digest(v) for k, v in arrays.items()},
+                "params_sum": {k: float(v.astype(np.float64).sum()) for k, v in arrays.items()}}
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Flax NNX layers built on the adder ops."""
+"""The adder layer (`Adder2D`, paper Eq. 2), its op counts and the 'adder' layer kind."""
 
 from __future__ import annotations
 
@@ -8,13 +8,26 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from addernet_jax.layers.base import (
+    Counts,
+    LayerKind,
+    OpCounter,
+    bias_adds,
+    kernel_terms,
+    param_count,
+    register_layer_kind,
+    register_op_counter,
+)
 from addernet_jax.ops import adder2d
 from addernet_jax.ops.geometry import PaddingLike, pair
 
 
 class AdderKernel(nnx.Param):
     """An adder layer's filters. A Param subtype so that the optimizer can find every adder
-    kernel (and only those) for the adaptive learning rate of paper Eq. 12-13."""
+    kernel (and only those) for the adaptive learning rate of paper Eq. 12-13: the optimizer
+    applies that rule to every Variable type whose `adaptive_lr` is True."""
+
+    adaptive_lr = True
 
 
 class Adder2D(nnx.Module):
@@ -78,3 +91,27 @@ class Adder2D(nnx.Module):
             impl=self.impl,
             input_grad=self.input_grad,
         )
+
+
+def adder_layer(in_features, out_features, kernel_size, strides=1, *, padding, impl,
+                kernel_init, rngs) -> Adder2D:
+    """The 'adder' kind's builder: a bias-free `Adder2D` (`kernel_init` is the CNN variant's and
+    unused: adders are N(0, 1) as the official layer)."""
+    del kernel_init
+    return Adder2D(in_features, out_features, kernel_size, strides, padding=padding, impl=impl,
+                   rngs=rngs)
+
+
+def _count_adder(module: Adder2D, out_shape) -> tuple[int, Counts]:
+    """Each term |x - w| is one subtraction and one accumulation (|.| is a sign flip): 2 additions
+    per term and no multiplication, #Add(ANN) = 2 #Mul(CNN) as the paper's tables [T1], [T2]."""
+    terms = kernel_terms(module, out_shape)
+    return terms, Counts(0, 2 * terms + bias_adds(module, out_shape), param_count(module))
+
+
+register_op_counter(Adder2D, OpCounter("adder", _count_adder))
+
+ADDER = register_layer_kind(
+    LayerKind("adder", adder_layer,
+              description="adder layers where AdderNet has them (first conv and classifier kept)")
+)
