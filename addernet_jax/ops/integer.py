@@ -1,0 +1,193 @@
+"""Integer adder convolution for inference: S = sum |Xpad_q - W_q| on int8 operands, exact int32.
+
+With activations and filters quantised to int8 with one shared scale s (x ~ s * x_q,
+F ~ s * w_q), the float layer (paper Eq. 2) is Y = -s * S with
+
+    S[n,i,j,o] = sum_{u,v,c} |Xpad_q[n, i*sh + u, j*sw + v, c] - W_q[u, v, c, o]|  >= 0,
+
+and zero padding is the integer zero point 0, so padded positions contribute |0 - W_q| exactly as
+the float op (ADDERNET.md 1.2). `adder2d_int` returns S as int32; the caller negates, scales and
+folds BatchNorm. Inference only: there is no gradient.
+
+Two implementations:
+  'reference'  explicit patches, int32 arithmetic throughout: the specification in code.
+  'shifted'    the shifted-window accumulation of ops/shifted.py (vectorised along C_out), in
+               16-bit lanes: a term |a - b| <= 255 fits int16 and a 512-bit vector holds 32 of
+               them, twice the float32 lanes. Partial sums are kept in uint16, exact while a sum
+               has at most 257 terms (257 * 255 = 65535), and widened to int32 between blocks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from addernet_jax.ops.geometry import Geometry, PaddingLike, resolve_geometry
+from addernet_jax.ops.reference import extract_patches, pad_input, window
+
+# Terms one uint16 partial sum may hold exactly: 257 * 255 = 65535 = 2^16 - 1.
+UINT16_TERMS = 257
+# A layer with at most this many terms per output is one fused loop, no scan: measured on the
+# ResNet-20 shapes (benchmarks/integer_adder.py) the un-scanned 144-term loop is up to 2x faster
+# than scanned blocks (no carry round trips, no block copies). LLVM still vectorises such a loop
+# at 234 terms and stops at 261 (XLA:CPU, jax 0.10; the float path stops near 216).
+FUSED_TERMS = 200
+# Terms per scanned block (at least). Blocks are all kernel taps of a few channels; with fewer
+# than 16 terms XLA fuses the block's dynamic slice into the loop, which then loses its vector
+# code (XLA:CPU fuses a producer that its consumer indexes at most 15 different ways).
+BLOCK_TERMS = 16
+_IntImpl = Callable[[jax.Array, jax.Array, Geometry], jax.Array]
+
+
+def check_int_operands(x_q, w_q, stride, padding: PaddingLike) -> Geometry:
+    """Validates int8 adder operands (NHWC input, HWIO kernel) and returns the `Geometry`.
+
+    Raises:
+      ValueError: one line naming the problem: rank, dtype, channel mismatch, or a kernel larger
+        than the padded input.
+    """
+    x_shape, w_shape = jnp.shape(x_q), jnp.shape(w_q)
+    if len(x_shape) != 4:
+        raise ValueError(f"adder2d_int expects x_q of rank 4 (N, H, W, C_in), got {x_shape}")
+    if len(w_shape) != 4:
+        raise ValueError(f"adder2d_int expects w_q of rank 4 (kh, kw, C_in, C_out), got {w_shape}")
+    for name, arr in (("x_q", x_q), ("w_q", w_q)):
+        if jnp.result_type(arr) != jnp.int8:
+            raise ValueError(f"adder2d_int needs int8 operands; {name} has dtype "
+                             f"{jnp.result_type(arr)}")
+    if x_shape[3] != w_shape[2]:
+        raise ValueError(f"channel mismatch: x_q {x_shape} has {x_shape[3]} channels but w_q "
+                         f"{w_shape} expects C_in = {w_shape[2]}")
+    geometry = resolve_geometry(stride, padding, x_shape[1:3], w_shape[:2])
+    padded = [size + lo + hi for size, (lo, hi) in zip(x_shape[1:3], geometry.pads)]
+    if w_shape[0] > padded[0] or w_shape[1] > padded[1]:
+        raise ValueError(f"kernel {w_shape[:2]} is larger than the padded input {tuple(padded)} "
+                         f"(x_q {x_shape}, padding {geometry.pads})")
+    return geometry
+
+
+def forward_int_reference(x_q, w_q, geometry: Geometry):
+    """S[n,i,j,o] = sum_{u,v,c} |Xpad_q[n, i*s+u, j*s+v, c] - W_q[u,v,c,o]|, all in int32.
+
+    Materialises the (N, H_out, W_out, kh, kw, C_in, C_out) difference tensor: small shapes only.
+    """
+    patches = extract_patches(x_q.astype(jnp.int32), w_q.shape[:2], geometry)
+    return jnp.sum(jnp.abs(patches[..., None] - w_q.astype(jnp.int32)), axis=(3, 4, 5))
+
+
+def _block_sum(xp, w, out_hw, strides):
+    """sum_{u,v,e} |window_{u,v}(xp)[..., e] - w[u, v, e, :]|, fully unrolled.
+
+    xp: (N, H_pad, W_pad, E) int16; w: (kh, kw, E, D) int16. Each term is a broadcast input
+    column against a filter row (vector along D = C_out). The sum is uint16 (exact up to
+    UINT16_TERMS terms), int32 for the rare block that has more (a kernel of over 257 taps).
+    """
+    kh, kw, channels, _ = w.shape
+    dtype = jnp.uint16 if kh * kw * channels <= UINT16_TERMS else jnp.int32
+    total = None
+    for u, v in itertools.product(range(kh), range(kw)):
+        view = window(xp, u, v, out_hw, strides)
+        for e in range(channels):
+            term = jnp.abs(view[..., e : e + 1] - w[u, v, e]).astype(dtype)
+            total = term if total is None else total + term
+    return total
+
+
+def _scan_plan(taps: int, channels: int) -> tuple[int, int, int]:
+    """(chunk, blocks per group, groups): blocks are all taps of `chunk` channels (at least
+    BLOCK_TERMS terms when the kernel allows), groups hold at most UINT16_TERMS terms."""
+    chunk = min(channels, max(1, math.ceil(BLOCK_TERMS / taps)))
+    blocks = math.ceil(channels / chunk)
+    per_group = max(1, UINT16_TERMS // (taps * chunk))
+    groups = math.ceil(blocks / per_group)
+    return chunk, math.ceil(blocks / groups), groups
+
+
+def _scanned_sum(xp, w, out_hw, strides):
+    """The shifted-window sum for layers with more than FUSED_TERMS terms: a uint16 scan over
+    channel blocks inside an int32 scan over groups of them. Channels are zero-padded to whole
+    blocks (|0 - 0| = 0 adds nothing)."""
+    kh, kw, channels, depth = w.shape
+    chunk, per_group, groups = _scan_plan(kh * kw, channels)
+    extra = chunk * per_group * groups - channels
+    xp = jnp.pad(xp, ((0, 0), (0, 0), (0, 0), (0, extra)))
+    w = jnp.pad(w, ((0, 0), (0, 0), (0, extra), (0, 0)))
+    n, hp, wp, _ = xp.shape
+    out_shape = (n, *out_hw, depth)
+    group_dtype = jnp.uint16 if per_group * kh * kw * chunk <= UINT16_TERMS else jnp.int32
+
+    def block(start):
+        xs = lax.dynamic_slice(xp, (0, 0, 0, start), (n, hp, wp, chunk))
+        ws = lax.dynamic_slice(w, (0, 0, start, 0), (kh, kw, chunk, depth))
+        return _block_sum(xs, ws, out_hw, strides)
+
+    def group(starts):
+        total, _ = lax.scan(lambda acc, s: (acc + block(s), None),
+                            jnp.zeros(out_shape, group_dtype), starts)
+        return total.astype(jnp.int32)
+
+    starts = jnp.arange(groups * per_group, dtype=jnp.int32).reshape(groups, per_group) * chunk
+    if groups == 1:
+        return group(starts[0])
+    total, _ = lax.scan(lambda acc, s: (acc + group(s), None),
+                        jnp.zeros(out_shape, jnp.int32), starts)
+    return total
+
+
+def forward_int_shifted(x_q, w_q, geometry: Geometry):
+    """S by shifted-window accumulation in 16-bit lanes (see the module docstring)."""
+    kh, kw, channels, _ = w_q.shape
+    if (kh, kw) == (1, 1) and geometry.strides != (1, 1):
+        # A strided 1x1 layer only reads every s-th pixel: subsample once, then stride 1.
+        sh, sw = geometry.strides
+        x_q = pad_input(x_q, geometry)[:, ::sh, ::sw]
+        geometry = Geometry(strides=(1, 1), pads=((0, 0), (0, 0)))
+    xp = pad_input(x_q.astype(jnp.int16), geometry)
+    w = w_q.astype(jnp.int16)
+    out_hw = geometry.output_hw(x_q.shape[1:3], (kh, kw))
+    if kh * kw * channels <= FUSED_TERMS:
+        return _block_sum(xp, w, out_hw, geometry.strides).astype(jnp.int32)
+    return _scanned_sum(xp, w, out_hw, geometry.strides)
+
+
+INT_IMPLEMENTATIONS: dict[str, _IntImpl] = {
+    "reference": forward_int_reference,
+    "shifted": forward_int_shifted,
+}
+
+
+def adder2d_int(
+    x_q: jax.Array,
+    w_q: jax.Array,
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: PaddingLike = 0,
+    impl: str = "auto",
+) -> jax.Array:
+    """Integer adder convolution: the L1 distance of each zero-padded int8 patch to each filter.
+
+    Args:
+      x_q: int8 input, NHWC, sharing one quantisation scale with `w_q`.
+      w_q: int8 filters, HWIO (kh, kw, C_in, C_out).
+      stride: int or (sh, sw).
+      padding: as `adder2d`: int, (ph, pw), ((top, bottom), (left, right)), 'SAME' or 'VALID'.
+        Padded positions are the zero point 0 and contribute |0 - w_q| (ADDERNET.md 1.2).
+      impl: 'auto' ('shifted' on every backend) or one of `INT_IMPLEMENTATIONS`.
+    Returns:
+      int32 (N, H_out, W_out, C_out), S = sum |Xpad_q - W_q| >= 0; the float layer output is
+      -scale * S. Exact for any layer (S < 2^31 needs fewer than 8.4 million terms).
+    Raises:
+      ValueError: one line naming the problem with the operands or the implementation.
+    """
+    geometry = check_int_operands(x_q, w_q, stride, padding)
+    if impl == "auto":
+        impl = "shifted"
+    if impl not in INT_IMPLEMENTATIONS:
+        raise ValueError(f"unknown adder2d_int impl {impl!r}; choose 'auto' or one of "
+                         f"{sorted(INT_IMPLEMENTATIONS)}")
+    return INT_IMPLEMENTATIONS[impl](x_q, w_q, geometry)
