@@ -15,6 +15,7 @@ from addernet_jax.layers.base import (
     LAYER_KINDS,
     OP_COUNTERS,
     Counts,
+    EnergyTable,
     LayerKind,
     OpCounter,
     get_layer_kind,
@@ -27,6 +28,14 @@ from addernet_jax.layers.base import (
 
 # Importing each kind's module registers it; the registry keeps this order (adder, cnn).
 from addernet_jax.layers.conv import CNN, conv2d
+from addernet_jax.layers.shift import (
+    DEEPSHIFT,
+    SHIFTADD,
+    ShiftAdd2D,
+    ShiftConv2D,
+    ShiftParam,
+    SignParam,
+)
 
 
 def make_layer(variant: str, in_features: int, out_features: int, kernel_size: int,
@@ -54,13 +63,20 @@ def make_kept_conv(variant: str, in_features: int, out_features: int, kernel_siz
 __all__ = [
     "ADDER",
     "CNN",
+    "DEEPSHIFT",
     "LAYER_KINDS",
     "OP_COUNTERS",
+    "SHIFTADD",
     "Adder2D",
     "AdderKernel",
     "Counts",
+    "EnergyTable",
     "LayerKind",
     "OpCounter",
+    "ShiftAdd2D",
+    "ShiftConv2D",
+    "ShiftParam",
+    "SignParam",
     "conv2d",
     "get_layer_kind",
     "layer_kinds",
