@@ -15,6 +15,13 @@ Two implementations:
                16-bit lanes: a term |a - b| <= 255 fits int16 and a 512-bit vector holds 32 of
                them, twice the float32 lanes. Partial sums are kept in uint16, exact while a sum
                has at most 257 terms (257 * 255 = 65535), and widened to int32 between blocks.
+
+Speed (benchmarks/integer_adder.py, 2-core Xeon with AVX-512, 512-bit XLA vectors): over
+ResNet-20's adder layers at batch 64 'shifted' takes 0.6x the time of the float32 adder and
+1.8x that of the float32 `lax.conv`. Its inner loop is vpsubw/vpabsw/vpaddw on 32 int16 lanes
+per term (16 lanes where C_out = 16), about 60% of what those instructions allow; three vector
+instructions per 32 terms cannot beat one FMA per 16 multiply-adds by much even at 100%. x86's
+vpsadbw (sum of 8 absolute byte differences) would, but XLA never emits it for this pattern.
 """
 
 from __future__ import annotations
@@ -32,11 +39,15 @@ from addernet_jax.ops.reference import extract_patches, pad_input, window
 
 # Terms one uint16 partial sum may hold exactly: 257 * 255 = 65535 = 2^16 - 1.
 UINT16_TERMS = 257
-# A layer with at most this many terms per output is one fused loop, no scan: measured on the
-# ResNet-20 shapes (benchmarks/integer_adder.py) the un-scanned 144-term loop is up to 2x faster
-# than scanned blocks (no carry round trips, no block copies). LLVM still vectorises such a loop
-# at 234 terms and stops at 261 (XLA:CPU, jax 0.10; the float path stops near 216).
+# A layer with at most this many terms per output and fewer than WIDE_OUTPUTS output channels is
+# one fused loop, no scan: on ResNet-20's 3x3x16 -> 16 layer (benchmarks/integer_adder.py) that
+# 144-term loop is up to 2x faster than scanned blocks (no carry round trips, no block copies).
+# LLVM still vectorises such a loop at 234 terms and stops at 261 (XLA:CPU, jax 0.10).
 FUSED_TERMS = 200
+# From this many output channels on, the scanned blocks win even for a small layer (3x3x16 -> 32
+# stride 2: 0.56 against 0.82 of the float adder): their loops are 16-bit only and get 32 lanes
+# per 512-bit vector, while the fused loop's int32 result makes LLVM pick 16 lanes for it all.
+WIDE_OUTPUTS = 32
 # Terms per scanned block (at least). Blocks are all kernel taps of a few channels; with fewer
 # than 16 terms XLA fuses the block's dynamic slice into the loop, which then loses its vector
 # code (XLA:CPU fuses a producer that its consumer indexes at most 15 different ways).
@@ -109,8 +120,8 @@ def _scan_plan(taps: int, channels: int) -> tuple[int, int, int]:
 
 
 def _scanned_sum(xp, w, out_hw, strides):
-    """The shifted-window sum for layers with more than FUSED_TERMS terms: a uint16 scan over
-    channel blocks inside an int32 scan over groups of them. Channels are zero-padded to whole
+    """The shifted-window sum of all but the small narrow layers: a uint16 scan over channel
+    blocks inside an int32 scan over groups of them. Channels are zero-padded to whole
     blocks (|0 - 0| = 0 adds nothing)."""
     kh, kw, channels, depth = w.shape
     chunk, per_group, groups = _scan_plan(kh * kw, channels)
@@ -150,7 +161,8 @@ def forward_int_shifted(x_q, w_q, geometry: Geometry):
     xp = pad_input(x_q.astype(jnp.int16), geometry)
     w = w_q.astype(jnp.int16)
     out_hw = geometry.output_hw(x_q.shape[1:3], (kh, kw))
-    if kh * kw * channels <= FUSED_TERMS:
+    narrow = w_q.shape[3] < WIDE_OUTPUTS or _scan_plan(kh * kw, channels)[0] == channels
+    if kh * kw * channels <= FUSED_TERMS and narrow:  # narrow: or the scan would be one block
         return _block_sum(xp, w, out_hw, geometry.strides).astype(jnp.int32)
     return _scanned_sum(xp, w, out_hw, geometry.strides)
 
