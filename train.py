@@ -1,33 +1,14 @@
-"""Train an AdderNet (or its CNN baseline) from a config file.
+"""Train an AdderNet (or its CNN baseline, or any task) from a config file.
 
     python train.py --config configs/mnist_lenet5.py --workdir runs/mnist_lenet5
-    python train.py --config configs/cifar10_resnet20.py:cnn --workdir runs/r20_cnn \
-        --config.data.source=local --config.data.local_path=../shared/data/cifar10-jpeg
+    python train.py --help
 
-Running the same command again resumes from the workdir's latest checkpoint. Multi-host: pass
---coordinator_address/--num_processes/--process_id (or set $ADDERNET_COORDINATOR etc.).
+Everything is in addernet_jax/cli/train.py; running the same command again resumes.
 """
 
-from absl import app, flags
-from ml_collections import config_flags
+import sys
 
-from addernet_jax.training import cli
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
-                                          lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
-flags.DEFINE_string("coordinator_address", "", "Multi-host: host:port of process 0.")
-flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
-flags.DEFINE_integer("process_id", -1, "Multi-host: this process's index.")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv):
-    del argv
-    FLAGS = flags.FLAGS
-    return cli.run_training(_CONFIG.value, FLAGS.workdir, FLAGS.coordinator_address,
-                            FLAGS.num_processes, FLAGS.process_id)
-
+from addernet_jax.cli.train import main
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags_or_exit)
+    sys.exit(main())

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from addernet_jax.layers import OP_COUNTERS, Counts, layer_kinds, op_counter, param_count
+from addernet_jax.layers import OP_COUNTERS, Counts, get_layer_kind, op_counter, param_count
 from addernet_jax.layers.base import EnergyTable, bias_adds, counted_class
 from addernet_jax.models import create_model, get_model_info
 
@@ -203,9 +203,15 @@ def count_model(
     return count_ops(model, (height, width, channels))
 
 
-def compare_variants(name: str, **kwargs) -> dict[str, OpCount]:
-    """`count_model` for the 'adder' and the 'cnn' variant; kwargs as `count_model`."""
-    return {variant: count_model(name, variant=variant, **kwargs) for variant in layer_kinds()}
+PAPER_VARIANTS = ("adder", "cnn")
+
+
+def compare_variants(name: str, variants=PAPER_VARIANTS, **kwargs) -> dict[str, OpCount]:
+    """`count_model` for each of `variants` (default: the paper's adder-vs-cnn comparison;
+    `layer_kinds()` for every registered kind); kwargs as `count_model`."""
+    for variant in variants:
+        get_layer_kind(variant)
+    return {variant: count_model(name, variant=variant, **kwargs) for variant in variants}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,9 +310,11 @@ def report(
     input_size: int | None = None,
     table: EnergyTable = EnergyTable(),
     as_json: bool = False,
+    variants=PAPER_VARIANTS,
 ) -> str:
-    """The adder-vs-cnn report of a registry model, as a text table or JSON (`count_ops.py`)."""
-    counts = compare_variants(name, num_classes=num_classes, input_size=input_size)
+    """The report of a registry model for `variants` (default adder vs cnn), as a text table or
+    JSON (`count_ops.py`)."""
+    counts = compare_variants(name, variants, num_classes=num_classes, input_size=input_size)
     if as_json:
         return json.dumps(comparison_dict(name, counts, table), indent=1)
     return format_comparison(name, counts, table)

@@ -28,28 +28,28 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from timing import best_seconds
 
-from addernet_jax.models import create_model
-from addernet_jax.training.optimizer import adder_kernel_mask, adder_sgd
-from addernet_jax.training.steps import make_train_step
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from addernet_jax.tasks import Classification, jit_train_step  # noqa: E402
+from configs import default  # noqa: E402
 
 SHARED = Path(os.environ.get("ADDERNET_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
 def jax_train_step(variant: str, batch_size: int, repeats: int, impl: str = "auto") -> dict:
-    """images/s, compile seconds and XLA working memory of one ResNet-20 training step."""
-    model = create_model("resnet20", num_classes=10, variant=variant, impl=impl,
-                         rngs=nnx.Rngs(0))
-    tx = adder_sgd(0.1, adder_kernel_mask(model))
-    graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
+    """images/s, compile seconds and XLA working memory of one ResNet-20 training step: the
+    classification task's step (the official recipe's optimizer, constant learning rate) as
+    the training loop jits it."""
+    config = default.experiment("cifar10", "resnet20", variant)
+    config.model.impl, config.schedule.name = impl, "constant"
+    task = Classification(config)
+    graphdef, state = nnx.split(task.create_state(steps_per_epoch=1))
     rng = np.random.default_rng(0)
     batch = {"image": jnp.asarray(rng.normal(size=(batch_size, 32, 32, 3)), jnp.float32),
              "label": jnp.asarray(rng.integers(0, 10, batch_size), jnp.int32)}
-    step = jax.jit(make_train_step(optax.constant_schedule(0.1)), static_argnums=0,
-                   donate_argnums=1)
+    step = jit_train_step(task)
     start = time.perf_counter()
     compiled = step.lower(graphdef, state, batch).compile()
     compile_s = time.perf_counter() - start
@@ -95,13 +95,14 @@ def torch_measure(kind: str, batch_size: int, repeats: int) -> dict:
 
 def released_eval(batch_size: int) -> dict:
     """Our evaluation of the released ResNet-20 on the whole CIFAR-10 test folder."""
-    from addernet_jax.evaluate_checkpoint import evaluate_checkpoint
+    from addernet_jax.cli import evaluate as evaluate_cli
 
     start = time.perf_counter()
-    results = evaluate_checkpoint(
-        SHARED / "checkpoints" / "ResNet20-AdderNet.pth", "cifar10", source="local",
-        local_path=SHARED / "data" / "cifar10-jpeg", batch_size=batch_size, model="resnet20",
-        show_progress=False)
+    args = evaluate_cli.parse_flags([
+        "--checkpoint", str(SHARED / "checkpoints" / "ResNet20-AdderNet.pth"), "--model",
+        "resnet20", "--dataset", "cifar10", "--local-path", str(SHARED / "data" / "cifar10-jpeg"),
+        "--batch-size", str(batch_size), "--no-progress"])
+    results = evaluate_cli.evaluate_classifier(args)
     results["wall_s"] = time.perf_counter() - start
     return results
 

@@ -11,10 +11,11 @@ def get_config() -> ml_collections.ConfigDict:
     """The official CIFAR recipe: SGD(0.9, wd 5e-4), batch 256, per-epoch cosine (period 400,
     epochs 1..399), eta 0.2, RandomCrop(32, 4) + flip, official normalisation."""
     config = ml_collections.ConfigDict()
+    config.task = "classification"  # the training method (addernet_jax.tasks)
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "resnet20"
-    config.model.variant = "adder"  # or "cnn": the same network with convolutions
+    config.model.variant = "adder"  # a layer kind: "cnn" is the same network with convolutions
     config.model.impl = "auto"  # adder2d implementation ('auto', 'shifted', 'reference', ...)
 
     config.data = ml_collections.ConfigDict()
@@ -27,16 +28,23 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.worker_count = 0  # grain worker processes (0: threads in this process)
 
     config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "sgd"  # adder_sgd; or "adam" (adder_adam)
     config.optimizer.learning_rate = 0.1
     config.optimizer.momentum = 0.9
     config.optimizer.weight_decay = 5e-4
     config.optimizer.eta = 0.2  # adaptive adder learning rate (paper Eq. 13)
     config.optimizer.nesterov = False
+    config.optimizer.b1 = 0.9  # adam only
+    config.optimizer.b2 = 0.999  # adam only
+    config.optimizer.eps = 1e-8  # adam only
 
     config.schedule = ml_collections.ConfigDict()
-    config.schedule.name = "per_epoch_cosine"  # or "constant"
+    config.schedule.name = "per_epoch_cosine"  # or "constant", "multistep"
     config.schedule.epoch_offset = 1  # official main.py counts epochs from 1
     config.schedule.period_epochs = 0  # 0: num_epochs + epoch_offset (official: 400)
+    config.schedule.milestones = ()  # "multistep": epochs at whose start the rate is multiplied...
+    config.schedule.decay_factor = 0.1  # ... by this
+    config.schedule.every_steps = 0  # "multistep" with > 0: decay every this many steps instead
 
     config.seed = 0
     config.batch_size = 256  # global, over all devices and processes
@@ -49,7 +57,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 500  # and at the end of every epoch
     config.keep_checkpoints = 3  # the latest N, plus the best by test accuracy
     config.init_from = ""  # an orbax checkpoint dir (e.g. from convert_torch_weights.py)
-    config.progress_bar = True
+    config.progress_bar = True  # a bar on a terminal, one line per log interval otherwise
+    config.epoch_end_projection = True  # re-project parameters that ask for it (ShiftAddNet)
     return config
 
 

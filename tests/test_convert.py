@@ -24,7 +24,7 @@ from torch import nn
 
 from addernet_jax.convert import torch_entries, torch_state_dict_to_nnx
 from addernet_jax.convert.converter import convert_torch_checkpoint
-from addernet_jax.evaluate_checkpoint import load_checkpoint_model
+from addernet_jax.loading import describe_checkpoint, load_checkpoint
 from addernet_jax.models import create_model, get_model_info, list_models
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,7 +187,7 @@ def real_batch(shared_dir, released):
 
 def test_resnet20_logits_match_the_official_pytorch_model_on_real_images(converted, real_batch):
     x, labels, reference = real_batch
-    loaded = load_checkpoint_model(converted, "cifar10")
+    loaded = load_checkpoint(describe_checkpoint(converted))
     assert loaded.name == "resnet20" and loaded.model.bn2.use_running_average  # eval mode
     ours = np.asarray(nnx.jit(lambda m, x: m(x))(loaded.model, x))
     print(
@@ -267,7 +267,7 @@ def test_torch_saved_resnet50_converts_and_gives_the_same_logits(tmp_path):
     with torch.no_grad():
         reference = model(x).numpy()
     # The 'reference' adder op compiles fastest; the ops' own tests compare implementations.
-    loaded = load_checkpoint_model(output, "imagenet2012", impl="reference")
+    loaded = load_checkpoint(describe_checkpoint(output), impl="reference")
     ours = np.asarray(nnx.jit(lambda m, x: m(x))(loaded.model, x.permute(0, 2, 3, 1).numpy()))
     assert relative_difference(ours, reference) < 1e-4
 
@@ -353,7 +353,8 @@ def misshaped_state_dict(released: Path, path: Path) -> Path:
 
 RANDOM_BYTES = np.random.default_rng(0).bytes(4096)
 BAD_INPUTS = {
-    # case: (how to make the input, extra flags, what the message must say)
+    # case: (how to make the input, extra flags, what the message must say); the exit status is
+    # 2 (usage) for a missing input and 3 (failed run) for a file that cannot be used.
     "missing": (lambda released, tmp: tmp / "nowhere.pth", [], r"No such file.*nowhere\.pth"),
     "corrupt": (
         lambda released, tmp: _write(tmp / "corrupt.pth", RANDOM_BYTES),
@@ -406,7 +407,7 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(case, released, tmp_pat
         ["--input", str(path), "--output", str(output), "--model", "resnet20", *flags]
     )
     err = capsys.readouterr().err
-    assert rc == 1
+    assert rc == (2 if case == "missing" else 3)
     assert err.startswith("convert_torch_weights.py: error: ") and err.count("\n") == 1, err
     assert re.search(message, err), err
     assert not output.exists()
@@ -420,7 +421,7 @@ def test_malicious_pickle_is_refused_and_does_not_run(tmp_path):
     result = run_without_torch(
         "--input", str(tmp_path / "x.pth"), "--output", str(tmp_path / "out"), "--model", "resnet20"
     )
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert "refusing to load posix.system" in result.stderr or "os.system" in result.stderr
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
     assert not marker.exists() and not (tmp_path / "out").exists()
@@ -436,7 +437,7 @@ def test_existing_output_is_never_overwritten(released, tmp_path, capsys):
     rc = convert_cli.main(
         ["--input", str(released), "--output", str(output), "--model", "resnet20"]
     )
-    assert rc == 1 and "already exists" in capsys.readouterr().err
+    assert rc == 2 and "already exists" in capsys.readouterr().err
     assert [p.name for p in output.iterdir()] == ["keep.txt"]
 
 

@@ -19,7 +19,8 @@ from flax import nnx
 from PIL import Image
 
 from addernet_jax.models import create_model
-from addernet_jax.training.checkpoints import TrainingCheckpoints, save_model_checkpoint
+from addernet_jax.runtime.checkpoints import save_model_checkpoint
+from addernet_jax.training.checkpoints import TrainingCheckpoints
 
 REPO = Path(__file__).resolve().parents[1]
 RELEASED = "checkpoints/ResNet20-AdderNet.pth"
@@ -68,8 +69,9 @@ def run_json(capsys, *args: str) -> dict:
 
 
 def run_error(capsys, *args: str) -> str:
-    """evaluate.py with bad arguments: exit status 1 and one line on stderr, returned."""
-    assert evaluate_cli.main([*args, "--no-progress"]) == 1
+    """evaluate.py with bad arguments: exit status 2 (a usage error) and one line on stderr,
+    returned."""
+    assert evaluate_cli.main([*args, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("evaluate.py: error: ") and err.count("\n") == 1, err
     return err
@@ -231,7 +233,8 @@ def test_training_workdir_uses_its_best_step(lenet_checkpoint, mnist_dir, tmp_pa
     optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
     for step, seed, accuracy in ((1, 1, 0.9), (2, 2, 0.5), (3, 3, None)):
         meta = {"step": step, "best_accuracy": 0.9, "best_step": 1, "config": config}
-        store.save(step, lenet_state(seed), nnx.state(optimizer), iterator, meta, accuracy)
+        state = {"model": lenet_state(seed), "optimizer": nnx.state(optimizer)}
+        store.save(step, state, iterator, meta, accuracy)
     store.close()
     args = ("--dataset", "mnist", "--local-path", str(mnist_dir), "--batch-size", "400")
     from_workdir = run_json(capsys, "--checkpoint", str(tmp_path / "run"), *args)
@@ -300,7 +303,7 @@ def test_imagenet_image_folder_val_split(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------
-# Errors: one line naming the problem, exit status 1 (argparse: 2).
+# Errors: one line naming the problem, exit status 2 for a usage error.
 
 
 def test_missing_checkpoint(mnist_dir, tmp_path, capsys):
@@ -435,5 +438,5 @@ def test_no_traceback_from_the_command_line(tmp_path):
         cwd=REPO,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().endswith("does not exist") and "Traceback" not in result.stderr

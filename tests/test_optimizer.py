@@ -10,7 +10,7 @@ from flax import nnx
 from official_torch import OfficialAdder2d
 
 from addernet_jax.layers import Adder2D, AdderKernel
-from addernet_jax.training.optimizer import (
+from addernet_jax.optim.optimizer import (
     adder_kernel_mask,
     adder_sgd,
     create_optimizer,

@@ -11,7 +11,7 @@ from jax.sharding import PartitionSpec as P
 from test_optimizer import TinyAdderNet
 
 from addernet_jax.ops import IMPLEMENTATIONS, adder2d
-from addernet_jax.training.optimizer import create_optimizer
+from addernet_jax.optim.optimizer import create_optimizer
 
 
 @pytest.fixture(scope="module", params=[AxisType.Explicit, AxisType.Auto], ids=str)

@@ -11,9 +11,11 @@ import pytest
 import tensorflow_datasets as tfds
 from flax import nnx
 
+from addernet_jax.optim import per_epoch_cosine
+from addernet_jax.runtime import checkpoints as model_checkpoints
+from addernet_jax.tasks import Classification
 from addernet_jax.training import checkpoints, loop
 from addernet_jax.training.config_checks import ConfigError, validate_config
-from addernet_jax.training.schedule import per_epoch_cosine
 
 CONFIGS = [
     "mnist_lenet5",
@@ -124,12 +126,21 @@ def test_training_on_real_mnist_lowers_the_loss(shared_dir, tmp_path):
     assert train[-1]["accuracy"] > 0.6  # from 10% at the start
 
 
+def create_model_and_optimizer(config, num_classes: int, steps_per_epoch: int):
+    """The classification task's train state, as (model, optimizer, schedule)."""
+    config.data.dataset = {10: "mnist", 100: "cifar100"}[num_classes]
+    task = Classification(config)
+    state = task.create_state(steps_per_epoch)
+    return state["model"], state["optimizer"], task.schedule
+
+
 def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
-    model, optimizer, _ = loop.create_model_and_optimizer(load_config("mnist_lenet5"), 10, 1)
+    model, optimizer, _ = create_model_and_optimizer(load_config("mnist_lenet5"), 10, 1)
     loader = iter(grain.MapDataset.range(10).to_iter_dataset())
     store = checkpoints.TrainingCheckpoints(tmp_path, keep=2)
     for step, accuracy in [(1, 0.5), (2, 0.9), (3, 0.4), (4, None), (5, 0.3)]:
-        store.save(step, nnx.state(model), nnx.state(optimizer), loader, {"step": step}, accuracy)
+        state = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
+        store.save(step, state, loader, {"step": step}, accuracy)
     assert store.manager.all_steps() == [2, 4, 5]
     assert (store.best_step(), store.latest_step()) == (2, 5)
     store.close()
@@ -140,15 +151,15 @@ def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
 
 def test_init_from_a_model_checkpoint(tmp_path):
     config = load_config("mnist_lenet5")
-    source_model, _, _ = loop.create_model_and_optimizer(config, 10, steps_per_epoch=1)
+    source_model, _, _ = create_model_and_optimizer(config, 10, steps_per_epoch=1)
     nnx.update(source_model, jax.tree.map(lambda a: a + 1.0, nnx.state(source_model, nnx.Param)))
-    checkpoints.save_model_checkpoint(
+    model_checkpoints.save_model_checkpoint(
         tmp_path / "init",
         nnx.state(source_model),
         {"model": "lenet5", "variant": "adder", "num_classes": 10},
     )
     config.init_from = str(tmp_path / "init")
-    model, _, _ = loop.create_model_and_optimizer(config, 10, steps_per_epoch=1)
+    model, _, _ = create_model_and_optimizer(config, 10, steps_per_epoch=1)
     for ours, theirs in zip(
         jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(source_model))
     ):
@@ -157,8 +168,9 @@ def test_init_from_a_model_checkpoint(tmp_path):
 
 def test_init_from_a_checkpoint_of_another_model_names_the_mismatch(tmp_path):
     config = load_config("mnist_lenet5")
-    model, _, _ = loop.create_model_and_optimizer(config, 10, steps_per_epoch=1)
-    checkpoints.save_model_checkpoint(tmp_path / "init", nnx.state(model), {"model": "lenet5"})
+    model, _, _ = create_model_and_optimizer(config, 10, steps_per_epoch=1)
+    model_checkpoints.save_model_checkpoint(tmp_path / "init", nnx.state(model),
+                                            {"model": "lenet5"})
     config.init_from = str(tmp_path / "init")
     with pytest.raises(ValueError, match=r"mis-shaped \['fc3/bias: \(10,\) vs model \(100,\)"):
-        loop.create_model_and_optimizer(config, 100, steps_per_epoch=1)
+        create_model_and_optimizer(config, 100, steps_per_epoch=1)

@@ -24,10 +24,11 @@ from flax import nnx
 
 from addernet_jax.convert.mapping import torch_state_dict_to_nnx
 from addernet_jax.convert.torch_pickle import load_torch_state_dict
-from addernet_jax.models import abstract_model, get_model_info
-from addernet_jax.training.checkpoints import save_model_checkpoint
+from addernet_jax.models import abstract_from_spec, describe_spec, get_model_info, model_spec
+from addernet_jax.runtime.checkpoints import CheckpointError, check_weights, save_model_checkpoint
 
 __all__ = ["convert_torch_checkpoint", "load_torch_checkpoint_into", "sha256_of_file"]
+
 
 FORMAT = "pytorch state_dict (huawei-noah/AdderNet names)"
 
@@ -41,18 +42,15 @@ def sha256_of_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def describe_model(model: str, variant: str, num_classes: int) -> str:
-    """How errors name a model: "resnet20 (variant 'adder', 10 classes)"."""
-    return f"{model} (variant '{variant}', {num_classes} classes)"
-
-
 def _read_and_map(path: Path, model: nnx.Module, what: str, extra_module_classes) -> nnx.State:
-    """The file's arrays as `model`'s state; errors name the file."""
+    """The file's arrays as `model`'s state, checked; errors name the file and the array."""
     state_dict = load_torch_state_dict(path, extra_module_classes)
     try:
-        return torch_state_dict_to_nnx(state_dict, model, what=what)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+        state = torch_state_dict_to_nnx(state_dict, model, what=what)
+    except ValueError as err:  # the file does not fit the model: a mismatched checkpoint
+        raise CheckpointError(f"{path}: {err}") from None
+    check_weights(state, str(path))  # NaN/Inf, negative BatchNorm variances: refused, named
+    return state
 
 
 def _check_output(output: Path) -> None:
@@ -108,13 +106,11 @@ def convert_torch_checkpoint(
         raise ValueError(f"the number of classes must be positive, got {num_classes}")
     input_path, output = Path(input_path), Path(output_dir).absolute()
     _check_output(output)
-    target = abstract_model(model, num_classes=num_classes, variant=variant)  # checks variant
-    what = describe_model(model, variant, num_classes)
-    state = _read_and_map(input_path, target, what, extra_module_classes)
+    spec = model_spec(model, variant, num_classes=num_classes)  # checks the names
+    target = abstract_from_spec(spec)
+    state = _read_and_map(input_path, target, describe_spec(spec), extra_module_classes)
     info = {
-        "model": model,
-        "variant": variant,
-        "num_classes": num_classes,
+        **spec,
         "source": {"file": input_path.name, "sha256": sha256_of_file(input_path)},
         "format": FORMAT,
     }

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import os
 import pickle
 import struct
@@ -54,6 +55,14 @@ _LEGACY_PROTOCOL = 1001
 
 # Keys under which a training script may have nested its state_dict.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
+
+# What a file may ask us to allocate, beyond the bytes it holds. torch writes zip records
+# uncompressed (ZIP_STORED), so a stored record cannot be larger than the archive; other writers
+# may deflate, and real tensors compress by far less than this ratio (a "zip bomb" does not).
+_MAX_COMPRESSION_RATIO = 64
+# A tensor may be a view that repeats its storage's elements (stride 0, from `expand`); such a
+# tensor is materialised only up to this many bytes more than its storage holds.
+_MAX_EXPANSION_BYTES = 1 << 24
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,12 +152,12 @@ def _load_zip(data: bytes, path: str, module_classes: frozenset[str]):
         raise CheckpointFormatError(f"{path}: corrupt or truncated zip archive ({err})") from err
     with archive:
         prefix = _zip_prefix(archive, path)
-        pickled = _zip_read(archive, prefix + "data.pkl", path)
+        pickled = _zip_read(archive, prefix + "data.pkl", path, len(data))
         unpickler = SafeUnpickler(io.BytesIO(pickled), path, module_classes)
         obj = unpickler.load()
         for key, storage in unpickler.storages.items():
-            storage.data = _zip_storage(archive, f"{prefix}data/{key}", storage, path)
-        byteorder = _zip_byteorder(archive, prefix, path)
+            storage.data = _zip_storage(archive, f"{prefix}data/{key}", storage, path, len(data))
+        byteorder = _zip_byteorder(archive, prefix, path, len(data))
     return obj, byteorder == "little"
 
 
@@ -166,17 +175,40 @@ def _zip_prefix(archive: zipfile.ZipFile, path: str) -> str:
     return prefix
 
 
-def _zip_read(archive: zipfile.ZipFile, name: str, path: str) -> bytes:
+def _zip_info(archive: zipfile.ZipFile, name: str, path: str, archive_size: int):
+    """The record's entry, refused before reading when its declared size is implausible for an
+    archive of `archive_size` bytes (a stored record larger than the archive, or a compression
+    ratio beyond `_MAX_COMPRESSION_RATIO`)."""
     try:
-        return archive.read(name)
+        info = archive.getinfo(name)
     except KeyError:
         raise CheckpointFormatError(f"{path}: zip record {name} is missing") from None
+    stored = info.compress_type == zipfile.ZIP_STORED
+    limit = archive_size if stored else _MAX_COMPRESSION_RATIO * max(info.compress_size, 1)
+    if info.file_size > limit:
+        raise CheckpointFormatError(
+            f"{path}: zip record {name} declares {info.file_size} bytes, implausible in an "
+            f"archive of {archive_size} bytes; refusing to read it")
+    return info
+
+
+def _zip_read(archive: zipfile.ZipFile, name: str, path: str, archive_size: int) -> bytes:
+    info = _zip_info(archive, name, path, archive_size)
+    try:
+        return archive.read(info)
     except _ZIP_ERRORS as err:
         raise CheckpointFormatError(f"{path}: corrupt zip record {name} ({err})") from err
 
 
-def _zip_storage(archive: zipfile.ZipFile, name: str, storage: StorageRef, path: str) -> memoryview:
-    raw = _zip_read(archive, name, path)
+def _zip_storage(archive: zipfile.ZipFile, name: str, storage: StorageRef, path: str,
+                 archive_size: int) -> memoryview:
+    declared = _zip_info(archive, name, path, archive_size).file_size
+    if declared < storage.nbytes:
+        raise CheckpointFormatError(
+            f"{path}: truncated: storage {storage.key} needs {storage.nbytes} bytes, "
+            f"record has {declared}"
+        )
+    raw = _zip_read(archive, name, path, archive_size)
     if len(raw) < storage.nbytes:
         raise CheckpointFormatError(
             f"{path}: truncated: storage {storage.key} needs {storage.nbytes} bytes, "
@@ -185,11 +217,12 @@ def _zip_storage(archive: zipfile.ZipFile, name: str, storage: StorageRef, path:
     return memoryview(raw)[: storage.nbytes]
 
 
-def _zip_byteorder(archive: zipfile.ZipFile, prefix: str, path: str) -> str:
+def _zip_byteorder(archive: zipfile.ZipFile, prefix: str, path: str, archive_size: int) -> str:
     # Archives written before torch 1.13 have no byteorder record; they are little-endian.
     if prefix + "byteorder" not in archive.namelist():
         return "little"
-    byteorder = _zip_read(archive, prefix + "byteorder", path).decode("ascii", "replace").strip()
+    record = _zip_read(archive, prefix + "byteorder", path, archive_size)
+    byteorder = record.decode("ascii", "replace").strip()
     if byteorder not in ("little", "big"):
         raise CheckpointFormatError(f"{path}: unknown byteorder record {byteorder!r}")
     return byteorder
@@ -283,6 +316,11 @@ def _to_numpy(tensor: TensorRef, little_endian: bool, key: str) -> np.ndarray:
             f"tensor {key!r} (size {tensor.size}, stride {tensor.stride}, offset {tensor.offset}) "
             f"reaches element {last} of a storage of {flat.size}"
         )
+    wanted = math.prod(tensor.size) * dtype.itemsize
+    if wanted > len(raw) + _MAX_EXPANSION_BYTES:
+        raise CheckpointFormatError(
+            f"tensor {key!r} (size {tensor.size}, stride {tensor.stride}) would take {wanted} "
+            f"bytes from a storage of {len(raw)}; refusing to expand it")
     strides = tuple(s * dtype.itemsize for s in tensor.stride)
     view = np.lib.stride_tricks.as_strided(
         flat[tensor.offset :], tensor.size, strides, writeable=False

@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 
 from addernet_jax.data import cifar, idx
-from addernet_jax.data.image_folder import ImageFolderSource
+from addernet_jax.data.image_folder import IMG_EXTENSIONS, ImageFolderSource
 from addernet_jax.data.sources import Source
 from addernet_jax.data.tfds_source import tfds_source
 
@@ -47,7 +47,7 @@ DATASETS = {
 }
 SPLIT_ALIASES = {"train": "train", "test": "test", "val": "test", "validation": "test"}
 ORIGINS = ("tfds", "local")
-LOCAL_FORMATS = ("idx", "cifar-batches", "image-folder")
+LOCAL_FORMATS = ("idx", "cifar-batches", "image-folder", "class-folders")
 # ImageFolder split sub-folder names, in the order they are looked for.
 IMAGE_FOLDER_SPLITS = {"train": ("train",), "test": ("test", "val", "validation")}
 
@@ -81,11 +81,24 @@ def detect_local_format(path: str | Path) -> str:
         return "cifar-batches"
     if any((path / name).is_dir() for names in IMAGE_FOLDER_SPLITS.values() for name in names):
         return "image-folder"
+    if _is_class_folders(path):
+        return "class-folders"
     raise ValueError(
         f"{path}: unrecognised local dataset layout; choices: {list(LOCAL_FORMATS)} = MNIST IDX "
         "files (train-images-idx3-ubyte[.gz], ...), CIFAR python batches (cifar-10-batches-py/ "
-        "or cifar-100-python/), or an ImageFolder root with train/ and test/ (or val/) sub-folders"
+        "or cifar-100-python/), an ImageFolder root with train/ and test/ (or val/) sub-folders, "
+        "or one split's folder of class folders (as ImageNet's val/)"
     )
+
+
+def _is_class_folders(path: Path) -> bool:
+    """Whether `path` is one split of an ImageFolder: class sub-folders holding images (the
+    first non-empty class folder is looked at, so that 1000 classes are not all listed)."""
+    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
+        files = [f for f in folder.iterdir() if f.is_file()]
+        if files:
+            return any(f.name.lower().endswith(IMG_EXTENSIONS) for f in files)
+    return False
 
 
 def _image_folder_split(root: Path, split: str) -> Path:
@@ -114,7 +127,9 @@ def local_source(dataset: str, split: str, path: str | Path) -> Source:
         if flavour != dataset:
             raise ValueError(f"{path} holds {flavour} python batches, not {dataset}")
         return cifar.load_cifar_batches(path, split)
-    source = ImageFolderSource(_image_folder_split(path, split))
+    # A split's own folder of class folders serves whatever split is asked for.
+    folder = path if fmt == "class-folders" else _image_folder_split(path, split)
+    source = ImageFolderSource(folder)
     if len(source.classes) != info.num_classes:
         raise ValueError(
             f"{source.root} has {len(source.classes)} class folders but {dataset} has "
@@ -130,6 +145,7 @@ def get_source(
     source: str = "tfds",
     data_dir: str | None = None,
     local_path: str | Path | None = None,
+    local_flag: str | None = None,
 ) -> Source:
     """A grain random-access source of {'image': uint8 HWC, 'label': int} records.
 
@@ -139,6 +155,8 @@ def get_source(
       source: 'tfds' (prepared array_record data under `data_dir`) or 'local' (`local_path`).
       data_dir: tfds data directory; None for tfds' default.
       local_path: folder of local files (required for source='local').
+      local_flag: how the caller's command line points at local files, for the message when
+        tfds has no data (default: train.py's --config.data.* fields).
 
     Raises:
       ValueError: for an unknown dataset, split, origin or local layout (naming it and the
@@ -147,7 +165,8 @@ def get_source(
     info, split = dataset_info(dataset), canonical_split(split)
     if source == "tfds":
         return tfds_source(
-            info.tfds_name, info.tfds_splits[split], data_dir=data_dir, local_hint=dataset
+            info.tfds_name, info.tfds_splits[split], data_dir=data_dir, local_hint=dataset,
+            local_flag=local_flag,
         )
     if source == "local":
         if local_path is None:

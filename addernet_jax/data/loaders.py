@@ -56,7 +56,8 @@ class _EpochOrder:
 
 
 class _ReadRecord:
-    """Record index -> {'image', 'label' (int32)}, optionally with a padding `mask`."""
+    """Record index -> the record's arrays (a 'label' as int32), optionally with a padding
+    `mask`. Non-array fields (names, ...) are dropped: batches hold arrays only."""
 
     def __init__(self, source: Source, *, with_mask: bool = False):
         self.source, self.with_mask = source, with_mask
@@ -65,7 +66,8 @@ class _ReadRecord:
         n = len(self.source)
         # Eval padding repeats the last record; `mask` tells metrics to ignore it.
         record = self.source[min(index, n - 1)]
-        out = {"image": np.asarray(record["image"]), "label": np.int32(record["label"])}
+        out = {key: np.int32(value) if key == "label" else np.asarray(value)
+               for key, value in record.items() if not isinstance(value, str)}
         if self.with_mask:
             out["mask"] = np.bool_(index < n)
         return out

@@ -55,20 +55,31 @@ def _normalise(record: dict[str, Any]) -> dict[str, Any]:
     return {"image": image, "label": int(record["label"])}
 
 
-def not_prepared_message(name: str, data_dir: str, local_hint: str) -> str:
-    """The error text for a tfds dataset that is not prepared and cannot be downloaded here."""
+TRAIN_LOCAL_FLAG = "--config.data.source=local --config.data.local_path"
+TRAIN_DATA_DIR_FLAG = "--config.data.data_dir"
+
+
+def not_prepared_message(name: str, data_dir: str, local_hint: str,
+                         local_flag: str | None = None) -> str:
+    """The error text for a tfds dataset that is not prepared and cannot be downloaded here.
+
+    `local_flag` names the caller's flag for local files (default: train.py's config fields;
+    evaluate.py passes '--local-path'); the tfds directory flag follows the same program.
+    """
+    local_flag = local_flag or TRAIN_LOCAL_FLAG
+    data_dir_flag = TRAIN_DATA_DIR_FLAG if local_flag == TRAIN_LOCAL_FLAG else "--data-dir"
     return (
         f"tfds dataset {name!r} is not prepared under {data_dir} and cannot be downloaded "
         f"(no connection to {DOWNLOAD_PROBE[0]}). Either prepare it once on a machine with "
         "network, in "
         f"array_record format (`tfds build {name} --file_format=array_record "
-        "--data_dir=DIR`), and pass --config.data.data_dir=DIR; or read local files with "
-        f"--config.data.source=local --config.data.local_path=/path/to/{local_hint}"
+        f"--data_dir=DIR`), and pass {data_dir_flag}=DIR; or read local files with "
+        f"{local_flag}=/path/to/{local_hint}"
     )
 
 
 def tfds_source(name: str, split: str, *, data_dir: str | None = None, local_hint: str = "data",
-                download: bool = True):
+                download: bool = True, local_flag: str | None = None):
     """`tfds.data_source(name, split)` as a `TfdsSource`, downloading only when that can work.
 
     Args:
@@ -78,6 +89,7 @@ def tfds_source(name: str, split: str, *, data_dir: str | None = None, local_hin
         $TFDS_DATA_DIR).
       local_hint: what to name in the error message's local-files suggestion.
       download: prepare a missing dataset (array_record) when the download host is reachable.
+      local_flag: the caller's flag for local files, named in the error message.
 
     Raises:
       ValueError: in seconds, when the dataset is not prepared in `data_dir` and cannot be
@@ -95,7 +107,8 @@ def tfds_source(name: str, split: str, *, data_dir: str | None = None, local_hin
                 f"({e}); prepare it with --file_format=array_record"
             ) from e
         if not (download and network_reachable()):
-            raise ValueError(not_prepared_message(name, str(builder.data_dir), local_hint)) from e
+            raise ValueError(not_prepared_message(name, str(builder.data_dir), local_hint,
+                                                  local_flag)) from e
         builder.download_and_prepare(file_format="array_record")
     return _open(tfds, name, split, data_dir)
 

@@ -1,7 +1,10 @@
 """Flax NNX layers built on the ops, one file per layer kind, registered by name.
 
-    adder   `Adder2D` (paper Eq. 2) where AdderNet has adder layers
-    cnn     `nnx.Conv` there: the CNN baseline of the paper's tables
+    adder      `Adder2D` (paper Eq. 2) where AdderNet has adder layers
+    cnn        `nnx.Conv` there: the CNN baseline of the paper's tables
+    shiftadd   `ShiftAdd2D` (a bit-shift conv, then a square adder) there, and shift convs for
+               the convolutions AdderNet keeps (ShiftAddNet, SHIFTADDNET.md 3)
+    deepshift  `ShiftConv2D` everywhere AdderNet and ShiftAddNet have convolutions (DeepShift-PS)
 
 `make_layer(variant, ...)` builds the layer a variant puts where AdderNet has an adder;
 `make_kept_conv(variant, ...)` the convolutions AdderNet keeps multiplicative. Each kind also
@@ -26,7 +29,8 @@ from addernet_jax.layers.base import (
     register_op_counter,
 )
 
-# Importing each kind's module registers it; the registry keeps this order (adder, cnn).
+# Importing each kind's module registers it; the registry keeps this order (adder, cnn,
+# shiftadd, deepshift).
 from addernet_jax.layers.conv import CNN, conv2d
 from addernet_jax.layers.shift import (
     DEEPSHIFT,

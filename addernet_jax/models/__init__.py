@@ -2,9 +2,14 @@
 
     model = create_model("resnet20", num_classes=10, variant="adder", rngs=nnx.Rngs(0))
 
-Every model takes NHWC images, returns (N, num_classes) logits, and exists as `variant='adder'`
-(AdderNet) and `variant='cnn'` (identical topology with convolutions). BatchNorm follows the NNX
-convention: `model.train()` (batch statistics, running averages updated) / `model.eval()`.
+Every model takes NHWC images and exists in one variant per registered layer kind
+(`addernet_jax.layers`: 'adder' is the AdderNet, 'cnn' the same topology with convolutions).
+Classifiers return (N, num_classes) logits. BatchNorm follows the NNX convention:
+`model.train()` (batch statistics, running averages updated) / `model.eval()`.
+
+A *model spec* is the JSON-able description from which a model is rebuilt for a checkpoint:
+{'model': name, 'variant': kind, **constructor arguments} (for a classifier, `num_classes`);
+`model_info.json` files and training checkpoints store one.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Callable
 
 from flax import nnx
 
+from addernet_jax.layers import get_layer_kind
 from addernet_jax.models.cifar_resnet import BasicBlock, CifarResNet
 from addernet_jax.models.imagenet_resnet import Bottleneck, ImageNetResNet
 from addernet_jax.models.lenet import LeNet5
@@ -26,14 +32,18 @@ class ModelInfo:
     """A registry entry.
 
     Attributes:
-      constructor: `constructor(*, num_classes, variant, impl, rngs)` builds the model.
+      constructor: `constructor(*, variant, impl, rngs, **spec_arguments)` builds the model.
       input_shape: (H, W, C) of the dataset the model is defined for.
-      num_classes: that dataset's number of classes.
+      num_classes: that dataset's number of classes (classifiers), else 0.
+      task: the kind of model, which names the task that evaluates it ('classification').
+      spec_fields: the constructor arguments a model spec records.
     """
 
     constructor: Callable[..., nnx.Module]
     input_shape: tuple[int, int, int]
     num_classes: int
+    task: str = "classification"
+    spec_fields: tuple[str, ...] = ("num_classes",)
 
 
 _CIFAR, _MNIST, _IMAGENET = (32, 32, 3), (28, 28, 1), (224, 224, 3)
@@ -63,23 +73,47 @@ def get_model_info(name: str) -> ModelInfo:
     return MODELS[name]
 
 
-def create_model(
-    name: str, *, num_classes: int, variant: str = "adder", rngs: nnx.Rngs, **kwargs
-) -> nnx.Module:
+def create_model(name: str, *, variant: str = "adder", rngs: nnx.Rngs, **kwargs) -> nnx.Module:
     """Builds a registered model.
 
     Args:
       name: one of `list_models()`.
-      num_classes: number of logits.
-      variant: 'adder' or 'cnn'.
+      variant: a layer kind ('adder', 'cnn', ...).
       rngs: NNX random streams for the initialisation.
-      **kwargs: passed to the constructor (e.g. `impl='reference'`).
+      **kwargs: passed to the constructor: `num_classes` for a classifier, and e.g.
+        `impl='reference'`.
 
     Returns:
       The NNX module, in training mode.
     """
     constructor = get_model_info(name).constructor
-    return constructor(num_classes=num_classes, variant=variant, rngs=rngs, **kwargs)
+    return constructor(variant=variant, rngs=rngs, **kwargs)
+
+
+def model_spec(name: str, variant: str, **arguments) -> dict:
+    """The model spec {'model', 'variant', **arguments}, checked against the registry: every
+    spec field of the model is given (or defaulted: `num_classes` to the model's dataset)."""
+    info = get_model_info(name)
+    get_layer_kind(variant)
+    defaults = {"num_classes": info.num_classes} if "num_classes" in info.spec_fields else {}
+    values = {**defaults, **{k: v for k, v in arguments.items() if v is not None}}
+    missing = [field for field in info.spec_fields if field not in values]
+    if missing:
+        raise ValueError(f"model {name} needs {', '.join(missing)}")
+    return {"model": name, "variant": variant,
+            **{field: values[field] for field in info.spec_fields}}
+
+
+def spec_arguments(spec: dict) -> dict:
+    """The constructor arguments recorded in a model spec."""
+    return {field: spec[field] for field in get_model_info(spec["model"]).spec_fields}
+
+
+def describe_spec(spec: dict) -> str:
+    """How messages name a model: "resnet20 (variant 'adder', 10 classes)"."""
+    details = ", ".join(f"{v} classes" if k == "num_classes" else f"{k} {v}"
+                        for k, v in spec_arguments(spec).items())
+    return f"{spec['model']} (variant '{spec['variant']}', {details})"
 
 
 __all__ = [
@@ -91,18 +125,27 @@ __all__ = [
     "LeNet5",
     "ModelInfo",
     "VGGSmall",
+    "abstract_from_spec",
     "abstract_model",
     "create_model",
+    "describe_spec",
     "get_model_info",
     "list_models",
+    "model_spec",
+    "spec_arguments",
 ]
 
 
-def abstract_model(
-    name: str, *, num_classes: int, variant: str = "adder", impl: str = "auto"
-) -> nnx.Module:
+def abstract_model(name: str, *, variant: str = "adder", impl: str = "auto",
+                   **arguments) -> nnx.Module:
     """A registered model's structure with abstract arrays (`nnx.eval_shape`): nothing is
-    initialised, so checkpoints can be restored straight into it."""
+    initialised, so checkpoints can be restored straight into it. `arguments` as
+    `create_model` (`num_classes` for a classifier)."""
     return nnx.eval_shape(
-        lambda: create_model(name, num_classes=num_classes, variant=variant, impl=impl,
-                             rngs=nnx.Rngs(0)))
+        lambda: create_model(name, variant=variant, impl=impl, rngs=nnx.Rngs(0), **arguments))
+
+
+def abstract_from_spec(spec: dict, impl: str = "auto") -> nnx.Module:
+    """`abstract_model` of a model spec."""
+    return abstract_model(spec["model"], variant=spec["variant"], impl=impl,
+                          **spec_arguments(spec))

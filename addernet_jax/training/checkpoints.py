@@ -1,58 +1,85 @@
-"""Checkpoints, all through orbax.
+"""The training loop's checkpoints: the whole train state, the data iterator and meta per step.
 
-Two kinds:
-  - training checkpoints: an orbax `CheckpointManager` in `<workdir>/checkpoints`, one step
-    directory per save holding `state` ({'model', 'optimizer'} arrays), `data` (the grain
-    iterator position, so a resumed run sees exactly the batches it would have seen) and `meta`
-    (JSON). The latest `keep` are kept, plus the best by test accuracy.
-  - model checkpoints: `<dir>/model` (model arrays only) + `<dir>/model_info.json` (model name,
-    variant, number of classes, where it came from). Written by `convert_torch_weights.py`, read
-    by `evaluate.py` and by `train.py` as an initialisation (`config.init_from`).
-Saving is atomic (orbax writes a temporary directory and renames it): an interrupted save leaves
-the previous checkpoints intact.
+`<workdir>/checkpoints/<step>/` holds `state` (the task's train state as one pytree,
+{'model': ..., 'optimizer': ..., ...}), `data` (the grain iterator position, so a resumed run
+sees exactly the batches it would have seen) and `meta` (JSON). The latest `keep` steps are
+kept, plus the best by the task's metric (in the task's direction). Saving is atomic (orbax
+writes a temporary directory and renames it): an interrupted save leaves the previous
+checkpoints intact. Readers use `addernet_jax.runtime.checkpoints.WorkdirReader`, which never
+writes.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
-from typing import Any
 
 import grain.checkpoint as grain_checkpoint
-import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
-BEST_METRIC = "accuracy"
-MODEL_INFO_FILE = "model_info.json"
+from addernet_jax.runtime.checkpoints import (
+    DATA_ITEM,
+    META_ITEM,
+    STATE_ITEM,
+    CheckpointError,
+    DamagedCheckpointError,
+    abstract_like,
+    check_same_structure,
+    check_weights,
+    checkpoints_dir,
+    first_line,
+)
+
+RANKING_KEY = "value"  # the metric orbax ranks steps by, stored with each evaluated step
 
 
-def _abstract(tree, sharding=None):
-    """ShapeDtypeStructs of `tree` (with `sharding` when given), the restore target."""
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding or x.sharding), tree)
+class _QuietUnrankedSaves(logging.Filter):
+    """Drops orbax's "Requested `tracked_metric`; did not provide metrics." warning: steps that
+    were not evaluated (mid-epoch and preemption saves) are saved without a metric on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Requested `tracked_metric`" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_QuietUnrankedSaves())
+
+
+def _as_pure(state: dict) -> dict:
+    return {name: nnx.to_pure_dict(value) for name, value in state.items()}
 
 
 class TrainingCheckpoints:
-    """Saves and restores (model, optimizer, data iterator, meta) in `<workdir>/checkpoints`."""
+    """Saves and restores (train state, data iterator, meta) in `<workdir>/checkpoints`.
 
-    def __init__(self, workdir: str | Path, *, keep: int = 3):
+    Args:
+      workdir: the run's directory.
+      keep: how many of the latest steps to keep (the best is kept besides).
+      mode: 'max' or 'min': the direction in which the ranking metric is better.
+    """
+
+    def __init__(self, workdir: str | Path, *, keep: int = 3, mode: str = "max"):
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        rank = lambda metrics: metrics[RANKING_KEY]  # noqa: E731
         options = ocp.CheckpointManagerOptions(
-            # best_fn makes the manager record metrics and answer best_step(); the policy
-            # decides what is deleted.
-            best_fn=lambda metrics: metrics[BEST_METRIC],
-            best_mode="max",
+            # best_fn makes the manager record metrics; the policy decides what is deleted.
+            best_fn=rank,
+            best_mode=mode,
             preservation_policy=policies.AnyPreservationPolicy([
                 policies.LatestN(n=keep),
-                policies.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC], n=1,
+                policies.BestN(get_metric_fn=rank, reverse=mode == "min", n=1,
                                keep_checkpoints_without_metrics=False),
             ]),
             enable_async_checkpointing=False,
-            cleanup_tmp_directories=True,
+            cleanup_tmp_directories=True,  # the writer's own leftovers from a killed save
         )
-        self.directory = Path(workdir).absolute() / "checkpoints"
+        self.directory = checkpoints_dir(workdir)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -60,117 +87,78 @@ class TrainingCheckpoints:
     def best_step(self) -> int | None:
         return self.manager.best_step()
 
-    def save(self, step: int, model_state, optimizer_state, data_iterator, meta: dict,
-             accuracy: float | None = None) -> None:
-        """Saves one step; `accuracy` (when the step was evaluated) ranks it for keep-best."""
-        state = {"model": nnx.to_pure_dict(model_state),
-                 "optimizer": nnx.to_pure_dict(optimizer_state)}
+    def save(self, step: int, state: dict, data_iterator, meta: dict,
+             value: float | None = None) -> None:
+        """Saves one step; `value` (the task's metric, when the step was evaluated) ranks it.
+
+        Args:
+          step: the optimizer step.
+          state: {name: nnx.State} of the train state (models, optimizers, ...).
+          data_iterator: the grain iterator, saved at its position.
+          meta: JSON-able meta (step, config, best metric, model specs, ...).
+          value: the evaluation metric of this step, or None.
+        """
         self.manager.save(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                    data=grain_checkpoint.CheckpointSave(data_iterator),
-                                    meta=ocp.args.JsonSave(meta)),
-            metrics=None if accuracy is None else {BEST_METRIC: float(accuracy)},
+            args=ocp.args.Composite(**{
+                STATE_ITEM: ocp.args.StandardSave(_as_pure(state)),
+                DATA_ITEM: grain_checkpoint.CheckpointSave(data_iterator),
+                META_ITEM: ocp.args.JsonSave(meta)}),
+            metrics=None if value is None else {RANKING_KEY: float(value)},
             force=True,
         )
         self.manager.wait_until_finished()
 
-    def restore(self, step: int, model_state, optimizer_state, data_iterator, sharding=None):
-        """Restores `step` into the given states (in place) and iterator; returns its meta."""
-        target = {"model": nnx.to_pure_dict(model_state),
-                  "optimizer": nnx.to_pure_dict(optimizer_state)}
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_abstract(target, sharding)),
-                data=grain_checkpoint.CheckpointRestore(data_iterator),
-                meta=ocp.args.JsonRestore()))
-        nnx.replace_by_pure_dict(model_state, restored["state"]["model"])
-        nnx.replace_by_pure_dict(optimizer_state, restored["state"]["optimizer"])
-        return restored["meta"]
+    def restore(self, step: int, state: dict, data_iterator, sharding=None) -> dict:
+        """Restores `step` into `state` ({name: nnx.State}, in place) and the iterator; returns
+        its meta.
+
+        Raises:
+          CheckpointError: the step does not fit the train state (every mismatch named), is
+            damaged, or holds non-finite values.
+        """
+        target = _as_pure(state)
+        where = str(self.directory / str(step))
+        try:
+            stored = self.manager.item_metadata(step)[STATE_ITEM]
+            if stored is not None:
+                check_same_structure(stored, target, where)
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(**{
+                    STATE_ITEM: ocp.args.StandardRestore(abstract_like(target, sharding)),
+                    DATA_ITEM: grain_checkpoint.CheckpointRestore(data_iterator),
+                    META_ITEM: ocp.args.JsonRestore()}))
+        except CheckpointError:
+            raise
+        except Exception as e:  # orbax/tensorstore raise many types for damaged files
+            raise DamagedCheckpointError(f"cannot read checkpoint {where} ({first_line(e)})"
+                                         ) from e
+        check_weights(restored[STATE_ITEM], f"checkpoint {where}", error=DamagedCheckpointError)
+        for name, value in state.items():
+            nnx.replace_by_pure_dict(value, restored[STATE_ITEM][name])
+        return restored[META_ITEM]
 
     def restore_meta(self, step: int) -> dict:
-        """The JSON meta saved with `step` (its training config, best accuracy, ...)."""
-        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
-            "meta"]
+        """The JSON meta of `step` alone; DamagedCheckpointError when it cannot be read."""
+        try:
+            return self.manager.restore(
+                step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))[META_ITEM]
+        except Exception as e:
+            raise DamagedCheckpointError(f"cannot read the meta of checkpoint "
+                                         f"{self.directory / str(step)} ({first_line(e)})") from e
 
-    def restore_model(self, step: int, model: nnx.Module, sharding=None) -> None:
-        """Restores only the model arrays of `step` into `model`, in place (evaluation)."""
-        state = nnx.state(model)
-        target = {"model": nnx.to_pure_dict(state)}
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(
-                    item=_abstract(target, sharding),
-                    restore_args=jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding),
-                                              target) if sharding else None,
-                    partial_restore=True)))
-        nnx.replace_by_pure_dict(state, restored["state"]["model"])
-        nnx.update(model, state)
+    def set_aside(self, step: int) -> Path:
+        """Renames an unreadable step out of the way (to `<step>.unreadable-<n>`, which orbax
+        does not list) so that the run can continue from an earlier one; nothing is deleted."""
+        source = self.directory / str(step)
+        for n in range(1000):
+            target = self.directory / f"{step}.unreadable-{n}"
+            if not target.exists():
+                break
+        source.rename(target)
+        self.manager.reload()
+        return target
 
     def close(self) -> None:
         self.manager.close()
-
-
-def save_model_checkpoint(directory: str | Path, model_state, info: dict[str, Any]) -> None:
-    """Writes a model checkpoint: `<directory>/model` (orbax) and `model_info.json`.
-
-    Raises:
-      FileExistsError: when `directory` exists (nothing is overwritten).
-    """
-    directory = Path(directory).absolute()
-    if directory.exists():
-        raise FileExistsError(f"{directory} already exists; choose a new output directory")
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(directory / "model", nnx.to_pure_dict(model_state))
-    (directory / MODEL_INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
-
-
-def read_model_info(directory: str | Path) -> dict[str, Any]:
-    """The `model_info.json` of a model checkpoint; ValueError when it is not one."""
-    path = Path(directory) / MODEL_INFO_FILE
-    if not path.is_file():
-        raise ValueError(f"{directory} is not a model checkpoint (no {MODEL_INFO_FILE}); "
-                         "make one with convert_torch_weights.py")
-    return json.loads(path.read_text())
-
-
-def load_model_checkpoint(directory: str | Path, model: nnx.Module, sharding=None) -> None:
-    """Fills `model` (concrete, or abstract from `nnx.eval_shape`) from a model checkpoint, in
-    place.
-
-    Raises:
-      ValueError: when `directory` is not a model checkpoint, or naming the mismatching arrays
-        when it does not fit the model.
-    """
-    directory = Path(directory).absolute()
-    if not (directory / "model").is_dir():
-        raise ValueError(f"{directory} is not a model checkpoint (no model/); make one with "
-                         "convert_torch_weights.py")
-    state = nnx.state(model)
-    target = nnx.to_pure_dict(state)
-    with ocp.StandardCheckpointer() as checkpointer:
-        stored = checkpointer.metadata(directory / "model").item_metadata
-        check_same_structure(stored, target, str(directory))
-        restored = checkpointer.restore(directory / "model", _abstract(target, sharding))
-    nnx.replace_by_pure_dict(state, restored)
-    nnx.update(model, state)
-
-
-def check_same_structure(stored, target, where: str) -> None:
-    """ValueError listing every missing, unexpected and mis-shaped array of `stored`."""
-    # Orbax stores every dict key as a string: nnx.List index 0 comes back as '0'.
-    def flat(tree):
-        return {"/".join(str(getattr(e, "key", getattr(e, "idx", e))) for e in path): leaf
-                for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-
-    flat_stored, flat_target = flat(stored), flat(target)
-    missing = sorted(set(flat_target) - set(flat_stored))
-    unexpected = sorted(set(flat_stored) - set(flat_target))
-    misshaped = [f"{k}: {tuple(flat_stored[k].shape)} vs model {tuple(flat_target[k].shape)}"
-                 for k in sorted(set(flat_stored) & set(flat_target))
-                 if tuple(flat_stored[k].shape) != tuple(flat_target[k].shape)]
-    if missing or unexpected or misshaped:
-        raise ValueError(f"checkpoint {where} does not fit the model: missing {missing}, "
-                         f"unexpected {unexpected}, mis-shaped {misshaped}")

@@ -1,122 +1,50 @@
-"""`train_and_evaluate(config, workdir)`: the function behind train.py.
+"""`train_and_evaluate(config, workdir)`: the generic loop behind train.py, for any task.
 
-Stages: check the config; data; model and optimizer; sharding; restore; loop (train steps,
-logging, checkpoints, evaluation each epoch); summary. Running the same command again resumes
-from the latest checkpoint in the workdir, with the data iterator where it was.
+Stages: check the config; take the workdir; data; train state; sharding; restore; loop (train
+steps, logging, checkpoints, evaluation each epoch); summary. Running the same command again
+resumes from the latest checkpoint in the workdir, with the data iterator where it was. What is
+trained, and how, is the task's (`addernet_jax.tasks`, chosen by `config.task`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
-import time
 from pathlib import Path
 
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
 
-from addernet_jax import data
-from addernet_jax.models import create_model
-from addernet_jax.training import checkpoints, parallel
+from addernet_jax.runtime import parallel
+from addernet_jax.runtime.checkpoints import DamagedCheckpointError
+from addernet_jax.tasks import (
+    ConfigError,
+    Task,
+    evaluate_set,
+    get_task,
+    jit_eval_step,
+    jit_train_step,
+)
+from addernet_jax.tasks.base import Pipelines
+from addernet_jax.training.checkpoints import TrainingCheckpoints
 from addernet_jax.training.config_checks import validate_config
-from addernet_jax.training.evaluation import evaluate
-from addernet_jax.training.metrics import MetricWriter, log, progress
-from addernet_jax.training.optimizer import adder_kernel_mask, adder_sgd
-from addernet_jax.training.schedule import create_schedule
-from addernet_jax.training.steps import make_train_step
+from addernet_jax.training.metrics import (
+    MetricBuffer,
+    MetricWriter,
+    NonFiniteLossError,
+    log,
+    progress,
+)
+from addernet_jax.training.workdir import WorkdirLock, check_resume_config
 
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or Inf; the run stopped without saving that state."""
+__all__ = ["NonFiniteLossError", "Preempted", "train_and_evaluate"]
 
 
 class Preempted(RuntimeError):
     """SIGTERM arrived; a checkpoint was saved and the same command resumes the run."""
-
-
-@dataclasses.dataclass
-class Pipelines:
-    """The run's data: training and evaluation loaders and their sizes."""
-
-    train: grain.IterDataset
-    eval: grain.IterDataset
-    steps_per_epoch: int
-    eval_batches: int
-    num_classes: int
-
-
-def create_pipelines(config: ml_collections.ConfigDict) -> Pipelines:
-    """Sources, transforms and loaders for this process's shard of every global batch."""
-    dataset = config.data.dataset
-    where = dict(source=config.data.source, data_dir=config.data.data_dir or None,
-                 local_path=config.data.local_path or None)
-    train_source = data.get_source(dataset, "train", **where)
-    eval_source = data.get_source(dataset, "test", **where)
-    shard = dict(process_index=jax.process_index(), process_count=jax.process_count(),
-                 worker_count=config.data.worker_count)
-    size = config.data.image_size
-    train = data.make_train_loader(
-        train_source, global_batch_size=config.batch_size, seed=config.seed,
-        transforms=data.get_transforms(dataset, train=True, image_size=size),
-        subset=config.data.train_subset or None, **shard)
-    eval_batch_size = parallel.device_multiple(config.eval_batch_size)
-    evaluation = data.make_eval_loader(
-        eval_source, batch_size=eval_batch_size,
-        transforms=data.get_transforms(dataset, train=False, image_size=size), **shard)
-    num_train = config.data.train_subset or len(train_source)
-    return Pipelines(train, evaluation, data.steps_per_epoch(num_train, config.batch_size),
-                     data.num_eval_batches(len(eval_source), eval_batch_size),
-                     data.dataset_info(dataset).num_classes)
-
-
-def create_model_and_optimizer(config, num_classes: int, steps_per_epoch: int):
-    """The model (optionally initialised from a model checkpoint) and its `adder_sgd`."""
-    model = create_model(config.model.name, num_classes=num_classes, variant=config.model.variant,
-                         impl=config.model.impl, rngs=nnx.Rngs(config.seed))
-    if config.init_from:
-        checkpoints.load_model_checkpoint(config.init_from, model)
-    schedule = create_schedule(config, steps_per_epoch)
-    opt = config.optimizer
-    tx = adder_sgd(schedule, adder_kernel_mask(model), momentum=opt.momentum,
-                   weight_decay=opt.weight_decay, eta=opt.eta, nesterov=opt.nesterov)
-    return model, nnx.Optimizer(model, tx, wrt=nnx.Param), schedule
-
-
-class MetricBuffer:
-    """Per-step metrics kept on device until `flush` (one host transfer per log interval)."""
-
-    def __init__(self, images_per_step: int):
-        self.images_per_step = images_per_step
-        self.steps, self.metrics = [], []
-        self.start = time.perf_counter()
-
-    def add(self, step: int, metrics) -> None:
-        self.steps.append(step)
-        self.metrics.append(metrics)
-
-    def restart_clock(self) -> None:
-        self.start = time.perf_counter()
-
-    def flush(self) -> dict[str, float] | None:
-        """Means since the last flush, with images/s; raises NonFiniteLossError at a bad step."""
-        if not self.steps:
-            return None
-        values = jax.device_get(self.metrics)
-        elapsed = time.perf_counter() - self.start
-        for step, value in zip(self.steps, values):
-            if not np.isfinite(value["loss"]):
-                raise NonFiniteLossError(f"training loss is {value['loss']} at step {step}")
-        means = {key: float(np.mean([v[key] for v in values])) for key in values[0]}
-        means["learning_rate"] = float(values[-1]["learning_rate"])
-        means["images_per_sec"] = len(values) * self.images_per_step / max(elapsed, 1e-9)
-        self.steps, self.metrics = [], []
-        self.restart_clock()
-        return means
 
 
 @jax.jit
@@ -141,53 +69,102 @@ class SigtermFlag:
 
 def _write_json(path: Path, value) -> None:
     if jax.process_index() == 0:
-        path.write_text(json.dumps(value, indent=1) + "\n")
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(value, indent=1) + "\n")
+        temporary.replace(path)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def _restore(store, task, arrays, train_iter, config, allow_config_change) -> dict:
+    """The meta to start from: the latest usable checkpoint's (its config checked against
+    `config` first, then restored in place into `arrays`, the split train state, and into the
+    iterator), or a fresh one. A step that cannot be read is set aside, saying so, and the one
+    before it is used."""
+    for step in reversed(store.all_steps()):
+        try:
+            saved_config = dict(store.restore_meta(step).get("config") or {})
+            saved_config.setdefault("task", "classification")  # runs from before config.task
+            accepted = check_resume_config(saved_config, config.to_dict(), task.defining_fields,
+                                           allow_changes=allow_config_change)
+            restored = store.restore(step, {name: arrays[name] for name in arrays}, train_iter)
+        except DamagedCheckpointError as e:
+            moved = store.set_aside(step)
+            log(f"warning: {e}; moved it to {moved.name} and resuming from the step before")
+            continue
+        for change in accepted:
+            log(f"resuming with a changed config: {change}")
+        return {"best_value": None, "best_step": None, **restored}
+    return {"step": 0, "best_value": None, "best_step": None}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False) -> dict:
     """Trains `config` in `workdir`, evaluating every `eval_every_epochs`; resumes if possible.
 
+    Args:
+      config: the run's config (`configs/*.py`); `config.task` names the task.
+      workdir: the run's directory (created; locked while training).
+      allow_config_change: on resume, accept config changes other than those to the model,
+        the data and the loop's bookkeeping (which are refused or always accepted).
+
     Returns:
-      The run summary (also written to <workdir>/summary.json): best and final test accuracy,
-      steps, epochs, training images per second.
+      The run summary (also written to <workdir>/summary.json): steps, epochs, the best and
+      final value of the task's metric (`best_<name>`, `final_<name>`), its best step, the
+      final evaluation, training images per second.
     Raises:
-      ConfigError: a bad field, before any work.
+      ConfigError: a bad field (before any work), or a resume with a changed model or data.
+      WorkdirBusyError: another run trains in `workdir`.
+      CheckpointError: the checkpoint to resume from cannot be used.
       NonFiniteLossError: NaN/Inf loss; nothing after the last good checkpoint is saved.
       Preempted: after SIGTERM, once the checkpoint is written.
     """
     # Checks: fail before any work.
     validate_config(config)
+    task = get_task(config.get("task", "classification"))(config)
     workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"--workdir {workdir} is not a directory")
     workdir.mkdir(parents=True, exist_ok=True)
-    _write_json(workdir / "config.json", config.to_dict())
+    lock = WorkdirLock(workdir).acquire() if jax.process_index() == 0 else None
+    try:
+        return _train_in(task, config, workdir, allow_config_change)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _train_in(task: Task, config, workdir: Path, allow_config_change: bool) -> dict:
+    """The loop's stages once the workdir is ours."""
     # Data.
-    pipes = create_pipelines(config)
+    pipes = task.create_pipelines()
     total_steps = (config.num_train_steps if config.num_train_steps > 0
                    else config.num_epochs * pipes.steps_per_epoch)
 
-    # Model and optimizer.
-    model, optimizer, schedule = create_model_and_optimizer(
-        config, pipes.num_classes, pipes.steps_per_epoch)
+    # Train state: named models and optimizers.
+    state = task.create_state(pipes.steps_per_epoch)
+    graphdef, arrays = nnx.split(state)
+    train_iter = iter(pipes.train)
+
+    # Restore the latest checkpoint of this workdir, if any (its config checked first).
+    store = TrainingCheckpoints(workdir, keep=config.keep_checkpoints, mode=task.best.mode)
+    try:
+        meta = _restore(store, task, arrays, train_iter, config, allow_config_change)
+    except BaseException:
+        store.close()
+        raise
+    resumed = meta["step"] > 0
+    if resumed:
+        log(f"resumed from step {meta['step']} in {store.directory}")
+    _write_json(workdir / "config.json", config.to_dict())
 
     # Sharding: batch along 'data', state replicated.
     mesh = parallel.create_mesh()
-    graphdef, state = nnx.split((model, optimizer))
-    train_iter = iter(pipes.train)
+    arrays = parallel.replicate(mesh, arrays)
 
-    # Restore the latest checkpoint of this workdir, if any.
-    store = checkpoints.TrainingCheckpoints(workdir, keep=config.keep_checkpoints)
-    meta = {"step": 0, "best_accuracy": None, "best_step": None}
-    if store.latest_step() is not None:
-        meta = store.restore(store.latest_step(), state[0], state[1], train_iter)
-        log(f"resumed from step {meta['step']} in {store.directory}")
-    state = parallel.replicate(mesh, state)
-
-    run = _Run(config, pipes, mesh, graphdef, store, meta, MetricWriter(workdir))
+    run = _Run(task, config, pipes, mesh, graphdef, store, meta,
+               MetricWriter(workdir, resume_step=meta["step"] if resumed else None))
     sigterm = SigtermFlag()
     try:
-        state = run.loop(state, jax.jit(make_train_step(schedule), static_argnums=0,
-                                        donate_argnums=1), train_iter, total_steps, sigterm)
+        arrays = run.loop(arrays, jit_train_step(task), train_iter, total_steps, sigterm)
     finally:
         sigterm.restore()
         run.writer.close()
@@ -200,15 +177,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 class _Run:
     """The loop's state and its stages: steps, log flushes, checkpoints, evaluations."""
 
-    def __init__(self, config, pipes: Pipelines, mesh, graphdef, store, meta, writer):
-        self.config, self.pipes, self.mesh, self.graphdef = config, pipes, mesh, graphdef
-        self.store, self.meta, self.writer = store, dict(meta), writer
+    def __init__(self, task: Task, config, pipes: Pipelines, mesh, graphdef, store, meta,
+                 writer: MetricWriter):
+        self.task, self.config, self.pipes, self.mesh = task, config, pipes, mesh
+        self.graphdef, self.store, self.meta, self.writer = graphdef, store, dict(meta), writer
         self.buffer = MetricBuffer(config.batch_size)
         self.last_train: dict[str, float] = {}
-        self.last_accuracy: float | None = None
+        self.last_eval: dict[str, dict[str, float]] = {}
         self.train_speeds: list[float] = []
+        self.eval_steps = {split: jit_eval_step(task, split) for split in pipes.evals}
 
-    def loop(self, state, train_step, train_iter, total_steps: int, sigterm: SigtermFlag):
+    def loop(self, arrays, train_step, train_iter, total_steps: int, sigterm: SigtermFlag):
         step, spe = int(self.meta["step"]), self.pipes.steps_per_epoch
         first_step = step + 1
         while step < total_steps:
@@ -216,11 +195,10 @@ class _Run:
             epoch_end = min((epoch + 1) * spe, total_steps)
             bar = progress(total=epoch_end - epoch * spe,
                            description=f"epoch {epoch + 1}/{self.config.num_epochs}",
-                           enabled=self.config.progress_bar)
-            bar.update(step - epoch * spe)
+                           enabled=self.config.progress_bar, initial=step - epoch * spe)
             while step < epoch_end:
                 batch = parallel.global_batch(self.mesh, next(train_iter))
-                state, metrics = train_step(self.graphdef, state, batch)
+                arrays, metrics = train_step(self.graphdef, arrays, batch)
                 step += 1
                 self.buffer.add(step, metrics)
                 bar.update(1)
@@ -231,18 +209,25 @@ class _Run:
                     self.flush(step, bar)
                 if sigterm.received:
                     self.flush(step, bar)
-                    self.save(step, state, train_iter, None)
+                    self.save(step, arrays, train_iter, None)
                     bar.close()
                     raise Preempted(f"SIGTERM at step {step}: checkpoint saved in "
                                     f"{self.store.directory}; run the same command to resume")
                 if step % self.config.checkpoint_every_steps == 0 and step < epoch_end:
                     self.flush(step, bar)
-                    self.save(step, state, train_iter, None)
+                    self.save(step, arrays, train_iter, None)
             self.flush(step, bar)
             bar.close()
-            accuracy = self.maybe_evaluate(state, step, epoch_end == total_steps)
-            self.save(step, state, train_iter, accuracy)
-        return state
+            if step % spe == 0:  # a whole epoch: the task's end-of-epoch hook
+                arrays = self.end_of_epoch(arrays)
+            value = self.maybe_evaluate(arrays, step, epoch_end == total_steps)
+            self.save(step, arrays, train_iter, value)
+        return arrays
+
+    def end_of_epoch(self, arrays):
+        state = nnx.merge(self.graphdef, arrays)
+        self.task.end_of_epoch(state)
+        return nnx.state(state)
 
     def flush(self, step: int, bar) -> None:
         """Fetches the buffered metrics, checks them, writes them and updates the bar."""
@@ -252,46 +237,60 @@ class _Run:
         self.last_train = means
         self.train_speeds.append(means["images_per_sec"])
         self.writer.write(step, "train", means)
-        bar.set_postfix_str(f"loss {means['loss']:.4f} acc {100 * means['accuracy']:.2f}% "
-                            f"lr {means['learning_rate']:.5f} {means['images_per_sec']:.0f} img/s")
+        bar.set_postfix_str(f"{self.task.format_train(means)} "
+                            f"{means['images_per_sec']:.0f} img/s")
 
-    def maybe_evaluate(self, state, step: int, last: bool) -> float | None:
+    def maybe_evaluate(self, arrays, step: int, last: bool) -> float | None:
+        """Evaluates every set at epoch ends (every `eval_every_epochs`, and the last); returns
+        the task's best-metric value, or None when not evaluated."""
         epoch = -(-step // self.pipes.steps_per_epoch)  # the epoch just finished, from 1
         if not (last or epoch % self.config.eval_every_epochs == 0):
             return None
-        model, _ = nnx.merge(self.graphdef, state)
-        results = evaluate(model, self.pipes.eval, self.mesh, num_batches=self.pipes.eval_batches,
-                           show_progress=False)
-        self.writer.write(step, "test", results)
-        accuracy = results["top1"]
-        if self.meta["best_accuracy"] is None or accuracy > self.meta["best_accuracy"]:
-            self.meta.update(best_accuracy=accuracy, best_step=step)
-        self.last_accuracy = accuracy
-        train = self.last_train
-        log(f"epoch {epoch}: train loss {train.get('loss', float('nan')):.4f} "
-            f"acc {100 * train.get('accuracy', float('nan')):.2f}% | test top-1 "
-            f"{100 * accuracy:.2f}% top-5 {100 * results['top5']:.2f}% loss {results['loss']:.4f}"
-            f" | best {100 * self.meta['best_accuracy']:.2f}% | "
-            f"{train.get('images_per_sec', float('nan')):.0f} train img/s")
-        return accuracy
+        models = self.task.eval_models(nnx.merge(self.graphdef, arrays))
+        for split, data in self.pipes.evals.items():
+            results = evaluate_set(self.task, models, data, self.mesh, split,
+                                   step_fn=self.eval_steps[split])
+            self.writer.write(step, split, results)
+            self.last_eval[split] = results
+        best = self.task.best
+        value = self.last_eval[best.split][best.key]
+        if best.better(value, self.meta["best_value"]):
+            self.meta.update(best_value=value, best_step=step)
+        self.log_epoch(epoch)
+        return value
 
-    def save(self, step: int, state, train_iter, accuracy: float | None) -> None:
-        """Saves a checkpoint, unless the parameters are no longer finite (then it raises, so
-        that the latest checkpoint stays the last good state)."""
-        if not bool(_all_finite(state[0])):
-            raise NonFiniteLossError(f"model state is not finite after step {step}")
+    def log_epoch(self, epoch: int) -> None:
+        train = self.last_train
+        evals = " | ".join(f"{split} {self.task.format_eval(results)}"
+                           for split, results in self.last_eval.items())
+        speed = train.get("images_per_sec", float("nan"))
+        log(f"epoch {epoch}: train {self.task.format_train(train) if train else '-'} | {evals} | "
+            f"best {self.task.format_best(self.meta['best_value'])} | {speed:.0f} train img/s")
+
+    def save(self, step: int, arrays, train_iter, value: float | None) -> None:
+        """Saves a checkpoint, unless the state is no longer finite (then it raises, so that
+        the latest checkpoint stays the last good state)."""
+        if not bool(_all_finite(arrays)):
+            raise NonFiniteLossError(f"training state is not finite after step {step}")
         self.meta.update(step=step, epoch=step / self.pipes.steps_per_epoch,
-                         config=self.config.to_dict())
-        self.store.save(step, state[0], state[1], train_iter, self.meta, accuracy)
+                         config=self.config.to_dict(), task=self.task.name,
+                         best_metric=self.task.best.name, models=self.task.model_specs())
+        self.store.save(step, {name: arrays[name] for name in arrays}, train_iter, self.meta,
+                        value)
 
     def summary(self, total_steps: int) -> dict:
+        name, best = self.task.best.name, self.task.best
+        final = self.last_eval.get(best.split, {})
         return {
             "steps": int(self.meta["step"]),
             "total_steps": total_steps,
             "epochs": self.meta["step"] / self.pipes.steps_per_epoch,
-            "best_accuracy": self.meta["best_accuracy"],
+            "task": self.task.name,
+            "best_metric": name,
+            f"best_{name}": self.meta["best_value"],
             "best_step": self.meta["best_step"],
-            "final_accuracy": self.last_accuracy,
+            f"final_{name}": final.get(best.key),
+            "final": self.last_eval,
             "train_images_per_sec": float(np.median(self.train_speeds)) if self.train_speeds
             else None,
         }

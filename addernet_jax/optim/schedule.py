@@ -5,6 +5,11 @@ The official CIFAR `main.py` sets, at the start of every epoch e = 1 ... 399,
 i.e. base_lr / 2 * (1 + cos(pi * (e0 + k) / period)) for the k-th epoch (k = 0, 1, ...) with
 e0 = 1 and period 400. torch's CosineAnnealingLR(T_max) stepped per epoch (the MNIST recipe,
 ADDERNET.md 6.2; the ImageNet example) is the same with e0 = 0 and period T_max.
+
+`multistep` multiplies the rate by `decay_factor` at the start of each epoch in `milestones` (torch
+MultiStepLR stepped per epoch: ShiftAddNet's x0.1 at epochs 80 and 120, SHIFTADDNET.md 4.1);
+with `every_steps` > 0 it decays every that many optimizer steps instead (EDSR's halving every
+2e5 updates, ADDERSR.md 4).
 """
 
 from __future__ import annotations
@@ -43,14 +48,31 @@ def per_epoch_cosine(
     return schedule
 
 
+def step_decay(base_lr: float, *, boundaries: list[int], decay_factor: float) -> optax.Schedule:
+    """base_lr * decay_factor^k after the k-th of the (sorted) step `boundaries`."""
+    scales = {int(b): decay_factor for b in sorted(boundaries) if b > 0}
+    return optax.piecewise_constant_schedule(base_lr, scales)
+
+
+SCHEDULES = ("per_epoch_cosine", "constant", "multistep")
+
+
 def create_schedule(config, steps_per_epoch: int) -> optax.Schedule:
-    """The schedule named by `config.schedule.name` ('per_epoch_cosine' or 'constant')."""
-    name = config.schedule.name
+    """The schedule named by `config.schedule.name` (one of `SCHEDULES`)."""
+    name, section = config.schedule.name, config.schedule
     if name == "per_epoch_cosine":
-        period = config.schedule.period_epochs or config.num_epochs + config.schedule.epoch_offset
+        period = section.period_epochs or config.num_epochs + section.epoch_offset
         return per_epoch_cosine(config.optimizer.learning_rate, steps_per_epoch=steps_per_epoch,
-                                period_epochs=period, epoch_offset=config.schedule.epoch_offset)
+                                period_epochs=period, epoch_offset=section.epoch_offset)
     if name == "constant":
         return optax.constant_schedule(config.optimizer.learning_rate)
-    raise ValueError(f"unknown config.schedule.name {name!r}; choose 'per_epoch_cosine' or "
-                     "'constant'")
+    if name == "multistep":
+        every = section.get("every_steps", 0)
+        if every > 0:
+            total = max(config.num_epochs * steps_per_epoch, config.num_train_steps)
+            boundaries = list(range(every, total + 1, every))
+        else:
+            boundaries = [m * steps_per_epoch for m in section.get("milestones", ())]
+        return step_decay(config.optimizer.learning_rate, boundaries=boundaries,
+                          decay_factor=section.get("decay_factor", 0.1))
+    raise ValueError(f"unknown config.schedule.name {name!r}; choose one of {SCHEDULES}")
