@@ -134,6 +134,11 @@ class Task(abc.ABC):
         """The part of the state that evaluation needs (default: the exported model)."""
         return {"model": state["model"]}
 
+    def model_inputs(self, batch: dict[str, jax.Array]) -> jax.Array:
+        """What the evaluated models take from a batch (default: the 'image' field); used to
+        run them outside the task's own steps (precise BatchNorm statistics)."""
+        return batch["image"]
+
     @abc.abstractmethod
     def eval_step(self, models: dict[str, Any], batch: dict[str, jax.Array], split: str) -> dict:
         """Sums over the real (mask == True) examples of one evaluation batch (in jit)."""
