@@ -53,6 +53,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_train_steps = -1  # > 0: stop after this many steps (tests, smoke runs)
 
     config.eval_every_epochs = 1
+    # > 0: before each evaluation, BatchNorm statistics recomputed over this many training
+    # batches with the weights frozen (precise BN, pycls/detectron2); 0: running averages.
+    config.precise_bn_batches = 0
     config.log_every_steps = 50
     config.checkpoint_every_steps = 500  # and at the end of every epoch
     config.keep_checkpoints = 3  # the latest N, plus the best by test accuracy

@@ -29,4 +29,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(str(e)) from None
     require(config.eval_batch_size >= 1,
             f"config.eval_batch_size = {config.eval_batch_size} must be >= 1")
+    require(config.get("precise_bn_batches", 0) >= 0,
+            f"config.precise_bn_batches = {config.get('precise_bn_batches')} must be >= 0")
     task(config).check_config()

@@ -29,6 +29,7 @@ from addernet_jax.tasks import (
     jit_train_step,
 )
 from addernet_jax.tasks.base import Pipelines
+from addernet_jax.tasks.batch_norm import recompute_batch_norm
 from addernet_jax.training.checkpoints import TrainingCheckpoints
 from addernet_jax.training.config_checks import validate_config
 from addernet_jax.training.metrics import (
@@ -220,7 +221,10 @@ class _Run:
             bar.close()
             if step % spe == 0:  # a whole epoch: the task's end-of-epoch hook
                 arrays = self.end_of_epoch(arrays)
-            value = self.maybe_evaluate(arrays, step, epoch_end == total_steps)
+            value = None
+            if self.should_evaluate(step, epoch_end == total_steps):
+                arrays = self.recompute_batch_norm(arrays)
+                value = self.evaluate(arrays, step)
             self.save(step, arrays, train_iter, value)
         return arrays
 
@@ -240,12 +244,27 @@ class _Run:
         bar.set_postfix_str(f"{self.task.format_train(means)} "
                             f"{means['images_per_sec']:.0f} img/s")
 
-    def maybe_evaluate(self, arrays, step: int, last: bool) -> float | None:
-        """Evaluates every set at epoch ends (every `eval_every_epochs`, and the last); returns
-        the task's best-metric value, or None when not evaluated."""
+    def should_evaluate(self, step: int, last: bool) -> bool:
+        """At epoch ends: every `eval_every_epochs` epochs, and after the last step."""
         epoch = -(-step // self.pipes.steps_per_epoch)  # the epoch just finished, from 1
-        if not (last or epoch % self.config.eval_every_epochs == 0):
-            return None
+        return last or epoch % self.config.eval_every_epochs == 0
+
+    def recompute_batch_norm(self, arrays):
+        """With `config.precise_bn_batches` > 0: the evaluated models' BatchNorm statistics
+        recomputed over that many training batches (tasks/batch_norm.py), kept in the state
+        (so checkpoints and evaluate.py see them). The batches are the first ones of a fresh
+        pass over the training data, so the training iterator (and resuming) is untouched."""
+        num_batches = self.config.get("precise_bn_batches", 0)
+        if num_batches <= 0:
+            return arrays
+        state = nnx.merge(self.graphdef, arrays)
+        recompute_batch_norm(self.task.eval_models(state), iter(self.pipes.train), self.mesh,
+                             self.task.model_inputs, num_batches)
+        return nnx.state(state)
+
+    def evaluate(self, arrays, step: int) -> float:
+        """Evaluates every set; returns the task's best-metric value."""
+        epoch = -(-step // self.pipes.steps_per_epoch)
         models = self.task.eval_models(nnx.merge(self.graphdef, arrays))
         for split, data in self.pipes.evals.items():
             results = evaluate_set(self.task, models, data, self.mesh, split,

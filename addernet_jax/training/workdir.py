@@ -28,6 +28,7 @@ LOCK_FILE = ".lock"
 RESUMABLE_FIELDS = (
     "num_epochs", "num_train_steps", "eval_every_epochs", "log_every_steps",
     "checkpoint_every_steps", "keep_checkpoints", "progress_bar", "eval_batch_size",
+    "precise_bn_batches",
     "model.impl", "data.source", "data.local_path", "data.data_dir", "data.worker_count",
 )
 
