@@ -10,7 +10,7 @@ from flax import nnx
 
 from addernet_jax.tasks.batch_norm import recompute_batch_norm
 from addernet_jax.training.loop import train_and_evaluate
-from configs import mnist_lenet5
+from configs import default
 
 
 class TwoBatchNorms(nnx.Module):
@@ -52,7 +52,8 @@ def test_precise_statistics_fix_the_early_adder_evaluation_on_mnist(mnist_dir, t
     chance (running averages lag the adaptive-rate updates) to close to the training one."""
     results = {}
     for batches in (0, 8):
-        config = mnist_lenet5.get_config()
+        config = default.experiment("mnist", "lenet5")  # the official lr 0.1, wd 5e-4, eta 0.2
+        config.schedule.name = "constant"
         config.data.source, config.data.local_path = "local", str(mnist_dir)
         config.batch_size, config.num_train_steps, config.log_every_steps = 64, 60, 20
         config.progress_bar, config.precise_bn_batches = False, batches
