@@ -13,6 +13,7 @@ $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/python -m addernet_jax.ops.sad_kernel  # builds the int8 adder CPU kernel, or says why not
 	touch $(BIN)/activate
 
 setup: $(BIN)/activate

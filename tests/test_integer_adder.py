@@ -1,12 +1,29 @@
-"""adder2d_int: shifted vs reference, float64 NumPy and the float adder2d; overflow; errors."""
+"""adder2d_int: shifted and the vpsadbw kernel ('ffi') vs reference, float64 NumPy and the float
+adder2d; zero points; overflow; the kernel's build and its fallback; errors."""
+
+import ctypes
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from addernet_jax.ops import adder2d, integer
+from addernet_jax.ops import adder2d, integer, sad_kernel
 from addernet_jax.ops.integer import adder2d_int
+
+
+def cpu_has_avx512bw() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and "avx512bw" in line.split() for line in f)
+    except OSError:
+        return False
+
+
+# On an AVX-512BW machine the kernel must build and run (the tests below compare it with the
+# reference); elsewhere the same tests check that 'ffi' is refused in one line and 'auto' falls
+# back to the XLA path.
+KERNEL = sad_kernel.available()
 
 # (N, H, W, C_in, C_out, kernel, stride, padding). Kernels 1/3/5, strides 1/2, padding 0/1/2, odd
 # sizes and batch 1; C_in * k * k covers the single fused loop (<= FUSED_TERMS), the uint16 scan
@@ -138,3 +155,110 @@ def test_bad_inputs(x_shape, x_dtype, w_shape, w_dtype, kwargs, message):
     with pytest.raises(ValueError, match=message) as info:
         adder2d_int(x, f, **kwargs)
     assert "\n" not in str(info.value)
+
+
+def test_kernel_available_where_the_cpu_has_avx512bw():
+    assert KERNEL == cpu_has_avx512bw(), sad_kernel.unavailable_reason()
+    assert integer.select_int_implementation() == ("ffi" if KERNEL else "shifted")
+
+
+# (N, H, W, C_in, C_out, kernel, stride, padding, zero point) for the kernel: kernels 1/3/5,
+# strides 1/2, padding 0/1/2, odd sizes, batch 1, C_in 1/3/6/16/17/64 (granule padding, the
+# tap folds: 3x3x1 and 3x3x3 fold fully, 5x5x6 too, 3x3x17 folds its columns only, 3x3x16 and
+# 3x3x64 not at all), C_out not a multiple of 4, widths that are not whole pixel tiles.
+FFI_GRID = [
+    (1, 7, 9, 1, 5, 3, 1, 1, 0),
+    (2, 9, 8, 3, 4, 3, 2, 1, -128),
+    (1, 10, 10, 6, 16, 5, 1, 0, 0),
+    (2, 11, 7, 6, 3, 5, 2, 2, 17),
+    (1, 13, 13, 16, 16, 3, 1, 1, -128),
+    (2, 16, 16, 16, 32, 3, 2, 1, 0),
+    (1, 9, 11, 17, 7, 3, 1, 2, -5),
+    (2, 8, 8, 17, 9, 3, 2, 0, 0),
+    (1, 8, 8, 64, 64, 3, 1, 1, -128),
+    (1, 5, 7, 64, 6, 5, 2, 2, 100),
+    (2, 9, 9, 16, 32, 1, 2, 0, -128),
+    (1, 7, 5, 3, 5, 1, 1, 1, 3),
+    (3, 1, 1, 400, 120, 1, 1, 0, -128),
+    (1, 6, 9, 17, 33, 1, 2, 0, 0),
+]
+
+
+@pytest.mark.parametrize("shape", FFI_GRID, ids=[str(s) for s in FFI_GRID])
+def test_ffi_matches_reference(shape):
+    *dims, stride, pad, zero_point = shape
+    x, f = random_operands((*dims, stride, pad), seed=sum(map(abs, shape)))
+    run = jax.jit(lambda x, f, impl: adder2d_int(x, f, stride=stride, padding=pad,
+                                                 zero_point=zero_point, impl=impl),
+                  static_argnums=2)
+    reference = np.asarray(run(x, f, "reference"))
+    if not KERNEL:
+        with pytest.raises(ValueError, match="'ffi' cannot run here") as info:
+            run(x, f, "ffi")
+        assert "\n" not in str(info.value)
+        np.testing.assert_array_equal(np.asarray(run(x, f, "auto")), reference)
+        return
+    got = np.asarray(run(x, f, "ffi"))
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, reference)
+
+
+@pytest.mark.parametrize("impl", ["shifted", "reference", "ffi"])
+def test_zero_point_is_the_padding_value(impl):
+    """With zero point z, padded positions hold z: the same as padding x - z and w - z by 0."""
+    if impl == "ffi" and not KERNEL:
+        impl = "auto"
+    x, f = random_operands((2, 6, 7, 5, 6, 3, 1, 1), seed=8)
+    z = -100
+    got = np.asarray(adder2d_int(x, f, stride=1, padding=1, zero_point=z, impl=impl))
+    expected = numpy_sum(x.astype(np.int64) - z, f.astype(np.int64) - z, 1, 1)
+    np.testing.assert_array_equal(got, expected.astype(np.int64))
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_ffi_all_terms_255(pad):
+    """The kernel on the worst case: every |x - w| = 255 over 3x3x512 terms."""
+    x = np.full((1, 3, 3, 512), -128, np.int8)
+    f = np.full((3, 3, 512, 2), 127, np.int8)
+    impl = "ffi" if KERNEL else "auto"
+    got = np.asarray(jax.jit(lambda x, f: adder2d_int(x, f, padding=pad, impl=impl))(x, f))
+    np.testing.assert_array_equal(got, numpy_sum(x, f, 1, pad).astype(np.int64))
+    if pad == 0:
+        assert got.max() == 4608 * 255
+
+
+def test_fallback_when_the_kernel_is_missing(monkeypatch):
+    """'auto' runs the XLA path and 'ffi' is refused, in one line saying why."""
+    monkeypatch.setattr(sad_kernel, "_state", {"reason": "no C++ compiler found (test)"})
+    assert integer.select_int_implementation() == "shifted"
+    x, f = random_operands((1, 6, 6, 4, 3, 3, 1, 1), seed=9)
+    np.testing.assert_array_equal(np.asarray(adder2d_int(x, f, padding=1)),
+                                  numpy_sum(x, f, 1, 1).astype(np.int64))
+    with pytest.raises(ValueError, match="cannot run here: no C\\+\\+ compiler") as info:
+        adder2d_int(x, f, padding=1, impl="ffi")
+    assert "\n" not in str(info.value)
+
+
+def test_kernel_builds_from_scratch(tmp_path, monkeypatch):
+    """A fresh cache: the source compiles, the library exports the handler and says whether
+    this CPU runs it; a failing compiler gives one line."""
+    monkeypatch.setenv("ADDERNET_CACHE_DIR", str(tmp_path))
+    if sad_kernel.platform_problem():  # not x86-64: never built, the reason says so
+        assert sad_kernel.unavailable_reason() == sad_kernel.platform_problem()
+        return
+    path = sad_kernel.build()
+    assert path.parent == tmp_path and path.is_file()
+    library = ctypes.CDLL(str(path))
+    assert library.AdderSadSupported() == int(cpu_has_avx512bw())
+    assert hasattr(library, "AdderSad")
+    monkeypatch.setenv("CXX", "false")
+    with pytest.raises(sad_kernel.KernelUnavailable, match="compiling adder_sad.cc") as info:
+        sad_kernel.build()
+    assert "\n" not in str(info.value)
+
+
+def test_bad_zero_point():
+    x, f = random_operands((1, 5, 5, 3, 2, 3, 1, 0), seed=10)
+    for bad in (128, -129, 1.5, True):
+        with pytest.raises(ValueError, match="zero_point must be an int"):
+            adder2d_int(x, f, zero_point=bad)

@@ -32,8 +32,10 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from addernet_jax.ops import integer_sad, sad_kernel
 from addernet_jax.ops.geometry import Geometry, PaddingLike, resolve_geometry
 from addernet_jax.ops.reference import extract_patches, pad_input, window
 
@@ -52,7 +54,7 @@ WIDE_OUTPUTS = 32
 # than 16 terms XLA fuses the block's dynamic slice into the loop, which then loses its vector
 # code (XLA:CPU fuses a producer that its consumer indexes at most 15 different ways).
 BLOCK_TERMS = 16
-_IntImpl = Callable[[jax.Array, jax.Array, Geometry], jax.Array]
+_IntImpl = Callable[[jax.Array, jax.Array, Geometry, int], jax.Array]
 
 
 def check_int_operands(x_q, w_q, stride, padding: PaddingLike) -> Geometry:
@@ -82,13 +84,16 @@ def check_int_operands(x_q, w_q, stride, padding: PaddingLike) -> Geometry:
     return geometry
 
 
-def forward_int_reference(x_q, w_q, geometry: Geometry):
-    """S[n,i,j,o] = sum_{u,v,c} |Xpad_q[n, i*s+u, j*s+v, c] - W_q[u,v,c,o]|, all in int32.
+def forward_int_reference(x_q, w_q, geometry: Geometry, zero_point: int = 0):
+    """S[n,i,j,o] = sum_{u,v,c} |Xpad_q[n, i*s+u, j*s+v, c] - W_q[u,v,c,o]|, all in int32, with
+    Xpad_q = `zero_point` at padded positions.
 
     Materialises the (N, H_out, W_out, kh, kw, C_in, C_out) difference tensor: small shapes only.
     """
-    patches = extract_patches(x_q.astype(jnp.int32), w_q.shape[:2], geometry)
-    return jnp.sum(jnp.abs(patches[..., None] - w_q.astype(jnp.int32)), axis=(3, 4, 5))
+    # |x - w| = |(x - z) - (w - z)|: shifting both by the zero point makes the padding 0.
+    x, w = x_q.astype(jnp.int32) - zero_point, w_q.astype(jnp.int32) - zero_point
+    patches = extract_patches(x, w_q.shape[:2], geometry)
+    return jnp.sum(jnp.abs(patches[..., None] - w), axis=(3, 4, 5))
 
 
 def _block_sum(xp, w, out_hw, strides):
@@ -150,17 +155,19 @@ def _scanned_sum(xp, w, out_hw, strides):
     return total
 
 
-def forward_int_shifted(x_q, w_q, geometry: Geometry):
+def forward_int_shifted(x_q, w_q, geometry: Geometry, zero_point: int = 0):
     """S by shifted-window accumulation in 16-bit lanes (see the module docstring)."""
     kh, kw, channels, _ = w_q.shape
+    # Shifted by the zero point (padding becomes 0), both operands lie in [-255, 255] and every
+    # term |x - w| is still at most 255.
+    x, w = x_q.astype(jnp.int16) - zero_point, w_q.astype(jnp.int16) - zero_point
     if (kh, kw) == (1, 1) and geometry.strides != (1, 1):
         # A strided 1x1 layer only reads every s-th pixel: subsample once, then stride 1.
         sh, sw = geometry.strides
-        x_q = pad_input(x_q, geometry)[:, ::sh, ::sw]
+        x = pad_input(x, geometry)[:, ::sh, ::sw]
         geometry = Geometry(strides=(1, 1), pads=((0, 0), (0, 0)))
-    xp = pad_input(x_q.astype(jnp.int16), geometry)
-    w = w_q.astype(jnp.int16)
-    out_hw = geometry.output_hw(x_q.shape[1:3], (kh, kw))
+    xp = pad_input(x, geometry)
+    out_hw = geometry.output_hw(x.shape[1:3], (kh, kw))
     narrow = w_q.shape[3] < WIDE_OUTPUTS or _scan_plan(kh * kw, channels)[0] == channels
     if kh * kw * channels <= FUSED_TERMS and narrow:  # narrow: or the scan would be one block
         return _block_sum(xp, w, out_hw, geometry.strides).astype(jnp.int32)
@@ -170,7 +177,25 @@ def forward_int_shifted(x_q, w_q, geometry: Geometry):
 INT_IMPLEMENTATIONS: dict[str, _IntImpl] = {
     "reference": forward_int_reference,
     "shifted": forward_int_shifted,
+    "ffi": integer_sad.forward_int_ffi,
 }
+
+
+def select_int_implementation() -> str:
+    """What impl='auto' runs: 'ffi' on a CPU backend where the vpsadbw kernel builds and runs
+    (x86-64 with AVX-512BW, a C++ compiler), else 'shifted'."""
+    if jax.default_backend() == "cpu" and sad_kernel.available():
+        return "ffi"
+    return "shifted"
+
+
+def check_zero_point(zero_point) -> int:
+    """The zero point as an int in the int8 range; ValueError naming it otherwise."""
+    if isinstance(zero_point, bool) or not isinstance(zero_point, int | np.integer) \
+            or not -128 <= zero_point <= 127:
+        raise ValueError(f"adder2d_int zero_point must be an int in [-128, 127], got "
+                         f"{zero_point!r}")
+    return int(zero_point)
 
 
 def adder2d_int(
@@ -179,27 +204,35 @@ def adder2d_int(
     *,
     stride: int | Sequence[int] = 1,
     padding: PaddingLike = 0,
+    zero_point: int = 0,
     impl: str = "auto",
 ) -> jax.Array:
     """Integer adder convolution: the L1 distance of each zero-padded int8 patch to each filter.
 
     Args:
-      x_q: int8 input, NHWC, sharing one quantisation scale with `w_q`.
+      x_q: int8 input, NHWC, sharing one quantisation grid (scale and zero point) with `w_q`.
       w_q: int8 filters, HWIO (kh, kw, C_in, C_out).
       stride: int or (sh, sw).
       padding: as `adder2d`: int, (ph, pw), ((top, bottom), (left, right)), 'SAME' or 'VALID'.
-        Padded positions are the zero point 0 and contribute |0 - w_q| (ADDERNET.md 1.2).
-      impl: 'auto' ('shifted' on every backend) or one of `INT_IMPLEMENTATIONS`.
+        Padded positions hold `zero_point`, the integer of the real value 0, and contribute
+        |zero_point - w_q| as the float layer's zero padding contributes |0 - w| (ADDERNET.md
+        1.2).
+      zero_point: the integer that represents 0 on the shared grid (static), in [-128, 127].
+      impl: 'auto' (`select_int_implementation()`) or one of `INT_IMPLEMENTATIONS`.
     Returns:
       int32 (N, H_out, W_out, C_out), S = sum |Xpad_q - W_q| >= 0; the float layer output is
       -scale * S. Exact for any layer (S < 2^31 needs fewer than 8.4 million terms).
     Raises:
-      ValueError: one line naming the problem with the operands or the implementation.
+      ValueError: one line naming the problem with the operands, the zero point or the
+        implementation (also when 'ffi' cannot run here, saying why).
     """
     geometry = check_int_operands(x_q, w_q, stride, padding)
+    zero_point = check_zero_point(zero_point)
     if impl == "auto":
-        impl = "shifted"
+        impl = select_int_implementation()
     if impl not in INT_IMPLEMENTATIONS:
         raise ValueError(f"unknown adder2d_int impl {impl!r}; choose 'auto' or one of "
                          f"{sorted(INT_IMPLEMENTATIONS)}")
-    return INT_IMPLEMENTATIONS[impl](x_q, w_q, geometry)
+    if impl == "ffi" and (reason := sad_kernel.unavailable_reason()):
+        raise ValueError(f"adder2d_int impl 'ffi' cannot run here: {reason}")
+    return INT_IMPLEMENTATIONS[impl](x_q, w_q, geometry, zero_point)
