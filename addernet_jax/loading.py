@@ -30,6 +30,7 @@ from jax.sharding import Mesh
 from addernet_jax import data
 from addernet_jax.convert.converter import load_torch_checkpoint_into
 from addernet_jax.models import abstract_from_spec, describe_spec, model_spec
+from addernet_jax.quantize import abstract_quantized_model
 from addernet_jax.runtime import parallel
 from addernet_jax.runtime.checkpoints import (
     MODEL_INFO_FILE,
@@ -41,6 +42,8 @@ from addernet_jax.runtime.checkpoints import (
 )
 
 KINDS = ("model checkpoint", "training workdir", "pytorch file")
+# model_info.json's record of a quantised model (quantize.py): loaded onto the integer path.
+QUANTIZATION_KEY = "quantization"
 
 
 @dataclasses.dataclass
@@ -181,7 +184,12 @@ def load_checkpoint(ref: CheckpointRef, *, impl: str = "auto", mesh: Mesh | None
     if ref.kind == "training workdir":
         model, step = _restore_from_workdir(ref, impl, sharding)
     else:
-        model = abstract_from_spec(ref.spec, impl)
+        if ref.kind == "model checkpoint" and QUANTIZATION_KEY in ref.info:
+            # A quantize.py checkpoint: the float model with its adder layers on the integer path.
+            model = abstract_quantized_model(ref.spec, ref.info[QUANTIZATION_KEY], impl,
+                                             where=str(ref.path))
+        else:
+            model = abstract_from_spec(ref.spec, impl)
         if ref.kind == "model checkpoint":
             load_model_checkpoint(ref.path, model, sharding=sharding)
         else:
@@ -198,6 +206,9 @@ def load_weights_into(model: nnx.Module, path: str | os.PathLike, spec: dict) ->
     """
     path = Path(path)
     kind = checkpoint_kind(path)
+    if kind == "model checkpoint" and QUANTIZATION_KEY in read_model_info(path):
+        raise CheckpointError(f"{path} is a quantised (inference-only) checkpoint; start from "
+                              "the float checkpoint it was made from")
     if kind == "model checkpoint":
         load_model_checkpoint(path, model)
     elif kind == "training workdir":
