@@ -24,7 +24,7 @@ from addernet_jax.layers import get_layer_kind
 from addernet_jax.models.cifar_resnet import BasicBlock, CifarResNet
 from addernet_jax.models.imagenet_resnet import Bottleneck, ImageNetResNet
 from addernet_jax.models.lenet import LeNet5
-from addernet_jax.models.vgg import VGGSmall
+from addernet_jax.models.vgg import VGG19Small, VGGSmall
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +124,7 @@ __all__ = [
     "ImageNetResNet",
     "LeNet5",
     "ModelInfo",
+    "VGG19Small",
     "VGGSmall",
     "abstract_from_spec",
     "abstract_model",
