@@ -54,6 +54,7 @@ MODELS: dict[str, ModelInfo] = {
     "resnet44": ModelInfo(functools.partial(CifarResNet, 44), _CIFAR, 10),
     "resnet56": ModelInfo(functools.partial(CifarResNet, 56), _CIFAR, 10),
     "vgg_small": ModelInfo(VGGSmall, _CIFAR, 10),
+    "vgg19_small": ModelInfo(VGG19Small, _CIFAR, 10),  # ShiftAddNet (SHIFTADDNET.md 3.3)
     "lenet5": ModelInfo(LeNet5, _MNIST, 10),
     "resnet18": ModelInfo(functools.partial(ImageNetResNet, 18), _IMAGENET, 1000),
     "resnet34": ModelInfo(functools.partial(ImageNetResNet, 34), _IMAGENET, 1000),
