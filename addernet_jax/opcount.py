@@ -10,22 +10,28 @@ with their input and output shapes. Conventions, per image (batch 1):
 - adder layer with M "MACs" (same formula): 2M additions (one subtraction and one accumulation
   per term; |.| is a sign flip) and no multiplication, so #Add(ANN) = 2 #Mul(CNN) on those
   layers as in the paper's tables ([T1], [T2]).
+- shift layer (ShiftAddNet / DeepShift, SHIFTADDNET.md 1) with M terms x * (+-2^k): M shifts
+  and M additions (the sign folds into the accumulation), no multiplication. A ShiftAdd unit is
+  a shift layer followed by an adder layer, each counted as such. Shifts are their own column.
 - bias: one addition per output element.
 - BatchNorm at inference is a folded per-channel affine: 1 multiplication + 1 addition per
   output element. BN layers are reported in their own rows and included in `total`.
 - `paper` totals: conv / adder / FC multiply-accumulates only (no bias, no BN), the convention of
   the paper's #Mul / #Add columns. ReLU, pooling and residual additions are not counted.
 - parameters: `nnx.Param` elements (adder kernels included, BN running statistics excluded).
-- energy = #mul * E_mul + #add * E_add, default 45 nm fp32 (Horowitz, ISSCC 2014):
-  add 0.9 pJ, multiply 3.7 pJ.
+- energy = #mul * E_mul + #add * E_add (+ #shift * E_shift), default 45 nm fp32 (Horowitz,
+  ISSCC 2014): add 0.9 pJ, multiply 3.7 pJ. Shifts are not priced unless a per-shift energy is
+  given (`shift_pj`): no sourced value was retrieved (SHIFTADDNET.md U3), so the default
+  reports the energy of the adds and multiplications only and says that it excludes shifts.
 
 Against the paper: ResNet-32 69.12M and ResNet-18 1.81G match the `paper` totals of the CNN
 variants; ResNet-20 gives 40.81M (table: 41.17M) and VGG-small 0.61G (table: 0.65G), see
 ADDERNET.md U8; ResNet-50 gives 4.09G for resnet50.py's stride-on-the-3x3 blocks (table: 3.9G,
 which is what stride-on-the-first-1x1 blocks would give: 3.86G).
 
-Layer groups (stem, layer1.., head) come from each model's `OP_GROUPS` table (top-level attribute
--> group), else the top-level attribute name.
+Layer groups (stem, layer1.., head) come from each model's `OP_GROUPS` table (the longest
+dotted path prefix in it names the group: 'conv1' -> 'stem', 'features.3' -> 'block1'), else the
+top-level attribute name.
 
 Recording temporarily wraps the layer classes' `__call__`: do not count from several threads.
 """
@@ -147,6 +153,11 @@ def count_ops(model: nnx.Module, input_shape: tuple[int, int, int]) -> OpCount:
     group_table = getattr(type(model), "OP_GROUPS", {})
     layers: list[LayerCount] = []
 
+    def group(path) -> str:
+        names = [str(p) for p in path]
+        prefixes = (".".join(names[:n]) for n in range(len(names), 0, -1))
+        return next((group_table[p] for p in prefixes if p in group_table), names[0])
+
     def traced(m, x):
         paths = {id(module): path for path, module in nnx.iter_modules(m)}
         records = []
@@ -157,7 +168,7 @@ def count_ops(model: nnx.Module, input_shape: tuple[int, int, int]) -> OpCount:
             counter = op_counter(module)
             macs, counts = counter.count(module, out_shape[1:])
             layers.append(LayerCount(
-                ".".join(str(p) for p in path), group_table.get(path[0], str(path[0])),
+                ".".join(str(p) for p in path), group(path),
                 counter.label, tuple(in_shape[1:]), tuple(out_shape[1:]), macs, counts,
                 bias_adds(module, out_shape[1:]), counter.multiplicative))
 
@@ -185,7 +196,7 @@ def count_model(
 
     Args:
       name: registry name (`addernet_jax.models.list_models()`).
-      variant: 'adder' or 'cnn'.
+      variant: a layer kind ('adder', 'cnn', 'shiftadd', ...; `addernet_jax.layers.layer_kinds`).
       num_classes: defaults to the model's dataset (10 for CIFAR-10/MNIST, 1000 for ImageNet).
       input_size: image height = width; defaults to the dataset's (32, 28 or 224).
     """
@@ -225,12 +236,36 @@ def _si(value: float) -> str:
     return f"{value:.0f}"
 
 
-def _counts_dict(counts: Counts, table: EnergyTable) -> dict:
-    """mults, adds, params (and shifts where there are any), energy in uJ."""
+@dataclasses.dataclass(frozen=True)
+class _Pricing:
+    """Adds and multiplications priced by `table`; shifts by `shift_pj`, or not at all (None:
+    no sourced per-shift energy, SHIFTADDNET.md U3; `table.shift_pj` is not used)."""
+
+    table: EnergyTable
+    shift_pj: float | None
+
+    def energy_uj(self, counts: Counts) -> float:
+        table = dataclasses.replace(self.table, shift_pj=self.shift_pj or 0.0)
+        return counts.energy_pj(table) * 1e-6
+
+    def excludes_shifts(self, counts: Counts) -> bool:
+        """Whether `energy_uj(counts)` leaves out shifts that `counts` has."""
+        return self.shift_pj is None and counts.shifts > 0
+
+    def as_dict(self) -> dict:
+        return dict(dataclasses.asdict(self.table), shift_pj=self.shift_pj)
+
+
+def _counts_dict(counts: Counts, pricing: _Pricing) -> dict:
+    """mults, adds, params (and shifts where there are any), energy in uJ (and, where it leaves
+    out unpriced shifts, `energy_excludes_shifts`)."""
     values = dataclasses.asdict(counts)
     if not counts.shifts:
         del values["shifts"]
-    return dict(values, energy_uj=counts.energy_pj(table) * 1e-6)
+    values["energy_uj"] = pricing.energy_uj(counts)
+    if pricing.excludes_shifts(counts):
+        values["energy_excludes_shifts"] = True
+    return values
 
 
 def _rows(count: OpCount) -> dict[str, Counts]:
@@ -238,68 +273,69 @@ def _rows(count: OpCount) -> dict[str, Counts]:
     return {**count.groups(), "total": count.total(), "paper": count.paper_total()}
 
 
-def comparison_dict(
-    name: str, counts: dict[str, OpCount], table: EnergyTable = EnergyTable()
-) -> dict:
+def comparison_dict(name: str, counts: dict[str, OpCount], table: EnergyTable = EnergyTable(),
+                    shift_pj: float | None = None) -> dict:
     """A JSON-serialisable report of `compare_variants(name)`: per variant, the group rows,
-    totals and every layer."""
+    totals and every layer; energies priced by `table` and `shift_pj` pJ per shift (None: shifts
+    not priced, and rows with shifts say `energy_excludes_shifts`)."""
+    pricing = _Pricing(table, shift_pj)
     variants = {}
     for variant, count in counts.items():
         variants[variant] = {
-            "rows": {row: _counts_dict(c, table) for row, c in _rows(count).items()},
+            "rows": {row: _counts_dict(c, pricing) for row, c in _rows(count).items()},
             "layers": [
-                dict(
-                    name=l.name,
-                    group=l.group,
-                    kind=l.kind,
-                    in_shape=list(l.in_shape),
-                    out_shape=list(l.out_shape),
-                    macs=l.macs,
-                    **_counts_dict(l.counts, table),
-                )
+                dict(name=l.name, group=l.group, kind=l.kind, in_shape=list(l.in_shape),
+                     out_shape=list(l.out_shape), macs=l.macs, **_counts_dict(l.counts, pricing))
                 for l in count.layers
             ],
         }
     input_shape = next(iter(counts.values())).input_shape
-    return {
-        "model": name,
-        "input_shape": list(input_shape),
-        "energy_pj": dataclasses.asdict(table),
-        "variants": variants,
-    }
+    return {"model": name, "input_shape": list(input_shape), "energy_pj": pricing.as_dict(),
+            "shifts_priced": shift_pj is not None, "variants": variants}
 
 
-def format_comparison(
-    name: str, counts: dict[str, OpCount], table: EnergyTable = EnergyTable()
-) -> str:
+def _energy_cell(counts: Counts, pricing: _Pricing) -> str:
+    """uJ with 3 decimals, marked '+' when it leaves out unpriced shifts."""
+    return f"{pricing.energy_uj(counts):.3f}" + ("+" if pricing.excludes_shifts(counts) else "")
+
+
+def _title(name: str, input_shape, pricing: _Pricing) -> str:
+    height, width, channels = input_shape
+    table = pricing.table
+    title = (f"{name}: per image, input {height}x{width}x{channels}; energy {table.source}: "
+             f"add {table.add_pj} pJ, mul {table.mul_pj} pJ")
+    return title if pricing.shift_pj is None else f"{title}, shift {pricing.shift_pj} pJ"
+
+
+def format_comparison(name: str, counts: dict[str, OpCount], table: EnergyTable = EnergyTable(),
+                      shift_pj: float | None = None) -> str:
     """A text table: one row per layer group, BN, total and paper total; one column block per
-    variant (mults, adds, params, energy in uJ)."""
-    height, width, channels = next(iter(counts.values())).input_shape
+    variant (mults, adds, shifts when a variant has any, params, energy in uJ, shifts priced by
+    `shift_pj` pJ each or not priced when None)."""
+    pricing = _Pricing(table, shift_pj)
     rows = {variant: _rows(count) for variant, count in counts.items()}
-    header = f"{'':>10}" + "".join(f" | {v:^41}" for v in counts)
-    columns = f"{'group':<10}" + f" | {'mults':>9} {'adds':>9} {'params':>9} {'uJ':>11}" * len(
-        counts
-    )
-    lines = [
-        f"{name}: per image, input {height}x{width}x{channels}; energy {table.source}: "
-        f"add {table.add_pj} pJ, mul {table.mul_pj} pJ",
-        header,
-        columns,
-        "-" * len(columns),
-    ]
+    fields = ["mults", "adds", "params"]
+    if any(count.total().shifts for count in counts.values()):
+        fields.insert(2, "shifts")
+    block = 10 * len(fields) + 11
+    header = f"{'':>10}" + "".join(f" | {v:^{block}}" for v in counts)
+    names = " ".join(f"{f:>9}" for f in fields)
+    columns = f"{'group':<10}" + f" | {names} {'uJ':>11}" * len(counts)
+    lines = [_title(name, next(iter(counts.values())).input_shape, pricing), header, columns,
+             "-" * len(columns)]
     for row in rows[next(iter(counts))]:
         if row == "total":
             lines.append("-" * len(columns))
         cells = "".join(
-            f" | {_si(c.mults):>9} {_si(c.adds):>9} {_si(c.params):>9} "
-            f"{c.energy_pj(table) * 1e-6:>11.3f}"
-            for c in (rows[v][row] for v in counts)
-        )
+            " | " + " ".join(f"{_si(getattr(c, f)):>9}" for f in fields)
+            + f" {_energy_cell(c, pricing):>11}"
+            for c in (rows[v][row] for v in counts))
         lines.append(f"{row:<10}{cells}")
-    lines.append(
-        "total: conv/adder/fc with bias + BN (1 mul + 1 add per output); paper: conv/adder/fc "
-        "MACs only (adder MAC = 2 adds)"
-    )
+    lines.append("total: conv/adder/fc with bias + BN (1 mul + 1 add per output); paper: "
+                 "conv/adder/shift/fc MACs only (adder MAC = 2 adds, shift MAC = 1 shift + 1 add)")
+    if "shifts" in fields and shift_pj is None:
+        lines.append("shifts are not priced (no sourced pJ per shift, SHIFTADDNET.md U3): "
+                     "uJ marked + counts only the adds and mults; --energy-shift PJ prices them")
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -309,12 +345,13 @@ def report(
     num_classes: int | None = None,
     input_size: int | None = None,
     table: EnergyTable = EnergyTable(),
+    shift_pj: float | None = None,
     as_json: bool = False,
     variants=PAPER_VARIANTS,
 ) -> str:
     """The report of a registry model for `variants` (default adder vs cnn), as a text table or
-    JSON (`count_ops.py`)."""
+    JSON (`count_ops.py`); `shift_pj` prices a shift (None: shifts are counted, not priced)."""
     counts = compare_variants(name, variants, num_classes=num_classes, input_size=input_size)
     if as_json:
-        return json.dumps(comparison_dict(name, counts, table), indent=1)
-    return format_comparison(name, counts, table)
+        return json.dumps(comparison_dict(name, counts, table, shift_pj), indent=1)
+    return format_comparison(name, counts, table, shift_pj)

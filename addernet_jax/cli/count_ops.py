@@ -2,7 +2,12 @@
 one column block per variant (layer kind).
 
     python count_ops.py --model resnet20
+    python count_ops.py --model resnet20 --variants cnn,adder,shiftadd,deepshift
     python count_ops.py --model resnet50 --input-size 224 --energy-add 0.9 --energy-mul 3.7 --json
+
+Shifts (the 'shiftadd' and 'deepshift' kinds) get their own column. They are not priced unless
+--energy-shift gives pJ per shift: no sourced value was retrieved (SHIFTADDNET.md U3), and the
+output says which energies leave them out.
 
 Conventions: addernet_jax/opcount.py.
 """
@@ -27,6 +32,8 @@ def parse_flags(argv=None):
     parser.add_flag("--input-size", type=int, help="image height = width (default: dataset)")
     parser.add_flag("--energy-add", type=float, default=EnergyTable.add_pj, help="pJ per add")
     parser.add_flag("--energy-mul", type=float, default=EnergyTable.mul_pj, help="pJ per mul")
+    parser.add_flag("--energy-shift", type=float, default=None,
+                    help="pJ per shift (default: shifts are counted but not priced)")
     parser.add_argument("--variants", default="adder,cnn",
                         help="comma-separated layer kinds to compare, or 'all' "
                         f"(default adder,cnn; kinds: {', '.join(layer_kinds())})")
@@ -38,6 +45,10 @@ def parse_flags(argv=None):
     if unknown or not args.variants:
         parser.error(f"unknown variant(s) {unknown}; choose from {', '.join(layer_kinds())} "
                      "or 'all'")
+    for flag in ("energy_add", "energy_mul", "energy_shift"):
+        value = getattr(args, flag)
+        if value is not None and not value >= 0:
+            parser.error(f"--{flag.replace('_', '-')} must be a number >= 0 (pJ), got {value}")
     try:
         get_model_info(args.model)
     except ValueError as error:  # the registry's message lists the names
@@ -55,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         print(report(args.model, num_classes=args.num_classes, input_size=args.input_size,
-                     table=table, as_json=args.json, variants=args.variants))
+                     table=table, shift_pj=args.energy_shift, as_json=args.json,
+                     variants=args.variants))
         return 0
 
     return run_main(PROGRAM, run, args.debug)
