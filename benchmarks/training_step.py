@@ -4,6 +4,9 @@ Measured in one run, on this machine:
   - one jitted ResNet-20 training step (forward, adder custom VJP, adder_sgd update) at batch 128
     for the AdderNet and its CNN variant: images/s, compile time, XLA working memory
     (temporaries + outputs of the compiled step; the state and batch are the same size for both);
+  - the PKKD step (tasks/distillation.py: the AdderNet student and its CNN teacher, both forward
+    and backward, the kernel maps and losses, three optimizer updates) against the plain adder
+    step: images/s and working memory (its state is larger: teacher, transforms, optimizers);
   - the same step with the official PyTorch formulation (benchmarks/official_adder_torch.py:
     unfold/broadcast adder with the official backward, torch SGD): images/s, peak RSS growth;
   - evaluation of the released ResNet-20 on the CIFAR-10 test folder: our evaluate pipeline
@@ -11,7 +14,7 @@ Measured in one run, on this machine:
     batches and scaled to the whole set (it would take most of an hour).
 
     python benchmarks/training_step.py                        # everything, ~10 minutes
-    python benchmarks/training_step.py --skip-torch --skip-eval
+    python benchmarks/training_step.py --skip-torch --skip-eval   # adder, cnn, PKKD
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from flax import nnx
 from timing import best_seconds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from addernet_jax.tasks import Classification, jit_train_step  # noqa: E402
-from configs import default  # noqa: E402
+from addernet_jax.tasks import Classification, Distillation, jit_train_step  # noqa: E402
+from configs import default, pkkd_cifar10_resnet20  # noqa: E402
 
 SHARED = Path(os.environ.get("ADDERNET_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
@@ -44,7 +47,19 @@ def jax_train_step(variant: str, batch_size: int, repeats: int, impl: str = "aut
     the training loop jits it."""
     config = default.experiment("cifar10", "resnet20", variant)
     config.model.impl, config.schedule.name = impl, "constant"
-    task = Classification(config)
+    return measure_task_step(Classification(config), batch_size, repeats)
+
+
+def pkkd_train_step(batch_size: int, repeats: int, impl: str = "auto") -> dict:
+    """`jax_train_step`'s measurements for the PKKD step of configs/pkkd_cifar10_resnet20.py
+    (student and teacher, the spec's defaults, constant learning rate)."""
+    config = pkkd_cifar10_resnet20.get_config()
+    config.model.impl, config.schedule.name = impl, "constant"
+    return measure_task_step(Distillation(config), batch_size, repeats)
+
+
+def measure_task_step(task, batch_size: int, repeats: int) -> dict:
+    """Compiles `task`'s jitted train step on a random CIFAR-shaped batch and times it."""
     graphdef, state = nnx.split(task.create_state(steps_per_epoch=1))
     rng = np.random.default_rng(0)
     batch = {"image": jnp.asarray(rng.normal(size=(batch_size, 32, 32, 3)), jnp.float32),
@@ -64,6 +79,7 @@ def jax_train_step(variant: str, batch_size: int, repeats: int, impl: str = "aut
     return {"images_per_sec": batch_size / seconds, "step_ms": 1e3 * seconds,
             "compile_s": compile_s,
             "working_mib": (memory.temp_size_in_bytes + memory.output_size_in_bytes) / 2**20,
+            "temp_mib": memory.temp_size_in_bytes / 2**20,
             "argument_mib": memory.argument_size_in_bytes / 2**20}
 
 
@@ -115,6 +131,7 @@ def parse_args(argv):
     parser.add_argument("--eval-batch-size", type=int, default=100)
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--skip-eval", action="store_true")
+    parser.add_argument("--skip-pkkd", action="store_true", help="no PKKD (distillation) step")
     parser.add_argument("--impl", default="auto", help="adder2d implementation of the adder step")
     parser.add_argument("--json", default="benchmarks/training_step.json")
     parser.add_argument("--torch-child", choices=("train", "eval"), help=argparse.SUPPRESS)
@@ -127,7 +144,10 @@ def print_report(report: dict) -> None:
     print(f"ResNet-20 training step, batch {report['batch_size']} "
           f"({jax.device_count()} device(s), {os.cpu_count()} CPU cores)")
     print(f"{'variant':28} {'images/s':>9} {'step ms':>9} {'compile s':>10} {'work MiB':>9}")
-    for name, row in (("adder (ours)", adder), ("cnn (ours)", cnn)):
+    pkkd = report.get("pkkd")
+    rows = [("adder (ours)", adder), ("cnn (ours)", cnn)]
+    rows += [("PKKD adder + cnn teacher", pkkd)] if pkkd else []
+    for name, row in rows:
         print(f"{name:28} {row['images_per_sec']:9.1f} {row['step_ms']:9.1f} "
               f"{row['compile_s']:10.1f} {row['working_mib']:9.1f}")
     if official:
@@ -136,6 +156,11 @@ def print_report(report: dict) -> None:
               f"{official['peak_rss_growth_mib']:9.0f}  (peak RSS growth)")
     print(f"adder / cnn step time:          {adder['step_ms'] / cnn['step_ms']:.2f}x")
     print(f"adder / cnn working memory:     {adder['working_mib'] / cnn['working_mib']:.2f}x")
+    if pkkd:
+        print(f"PKKD / adder step time:         {pkkd['step_ms'] / adder['step_ms']:.2f}x")
+        print(f"PKKD / adder working memory:    {pkkd['working_mib'] / adder['working_mib']:.2f}x"
+              f" (temporaries {pkkd['temp_mib']:.1f} vs {adder['temp_mib']:.1f} MiB; state + "
+              f"batch {pkkd['argument_mib']:.1f} vs {adder['argument_mib']:.1f} MiB)")
     if official:
         print(f"ours / official images/s:       "
               f"{adder['images_per_sec'] / official['images_per_sec']:.1f}x")
@@ -161,6 +186,8 @@ def main(argv=None) -> int:
               "jax": jax.__version__, "devices": jax.device_count(), "cpus": os.cpu_count()}
     report["adder"] = jax_train_step("adder", args.batch_size, args.repeats, args.impl)
     report["cnn"] = jax_train_step("cnn", args.batch_size, args.repeats)
+    if not args.skip_pkkd:
+        report["pkkd"] = pkkd_train_step(args.batch_size, args.repeats, args.impl)
     if not args.skip_torch:
         report["official_train"] = torch_measure("train", args.batch_size, args.torch_repeats)
     if not args.skip_eval:

@@ -1,6 +1,7 @@
 """Training methods, one file each, chosen by name with `config.task`.
 
     classification   cross-entropy training of one classifier (AdderNet or CNN)
+    distillation     PKKD: an AdderNet distilled from a CNN trained with it (PKKD.md)
 
 Each is a `tasks.base.Task`: its pipelines, train state, train step, evaluation, best metric and
 config checks. The generic loop (`addernet_jax.training.loop`) runs any of them unchanged.
@@ -19,6 +20,7 @@ from addernet_jax.tasks.base import (
     jit_train_step,
 )
 from addernet_jax.tasks.classification import Classification
+from addernet_jax.tasks.distillation import Distillation
 
 TASKS: dict[str, type[Task]] = {}
 
@@ -46,11 +48,13 @@ def task_for_model(model_task: str) -> type[Task]:
 
 
 register_task(Classification)
+register_task(Distillation)
 
 __all__ = [
     "TASKS",
     "BestMetric",
     "Classification",
+    "Distillation",
     "ConfigError",
     "EvalData",
     "Pipelines",
