@@ -26,6 +26,7 @@ from addernet_jax.cli import evaluate as evaluate_cli
 from addernet_jax.layers import Adder2D, conv2d
 from addernet_jax.models import create_model
 from addernet_jax.ops import adder2d
+from addernet_jax.optim import make_transformation
 from addernet_jax.tasks import (
     Classification,
     ConfigError,
@@ -33,7 +34,11 @@ from addernet_jax.tasks import (
     jit_train_step,
     kernels,
 )
-from addernet_jax.tasks.distillation import compared_paths, module_at
+from addernet_jax.tasks.distillation import (
+    compared_paths,
+    module_at,
+    transformation_without_adaptive_lr,
+)
 from addernet_jax.training import loop
 from addernet_jax.training.config_checks import validate_config
 
@@ -341,6 +346,28 @@ def test_no_layer_is_computed_twice():
         plain += primitive_counts(classification, classification.create_state(10), batch)
     assert pkkd["custom_vjp_call"] == plain["custom_vjp_call"] == 3  # LeNet-5's three adders
     assert pkkd["conv_general_dilated"] == plain["conv_general_dilated"] + len(task.paths)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_per_term_optimizer_is_the_recipe_without_the_adaptive_rate(name):
+    """U10 'per_term': the student's optimizer must not rescale again. On a CNN (no adder
+    kernels) it is the recipe itself; on the AdderNet its first SGD step is -lr (g + wd w)."""
+    config = tiny_pkkd().optimizer
+    config.name = name
+    for variant in ("cnn", "adder"):
+        model = create_model("lenet5", num_classes=10, variant=variant, rngs=nnx.Rngs(0))
+        params = nnx.state(model, nnx.Param)
+        grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+        ours = transformation_without_adaptive_lr(model, 0.1, config)
+        updates = ours.update(grads, ours.init(params), params)[0]
+        if variant == "cnn":
+            recipe = make_transformation(model, 0.1, config)
+            assert_same_state(nnx.to_pure_dict(updates), nnx.to_pure_dict(
+                recipe.update(grads, recipe.init(params), params)[0]))
+        elif name == "sgd":
+            np.testing.assert_allclose(
+                updates["conv2"]["kernel"][...],
+                -0.1 * (0.5 + config.weight_decay * params["conv2"]["kernel"][...]), rtol=1e-6)
 
 
 def test_transforms_start_as_the_identity_and_learn():
