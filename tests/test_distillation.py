@@ -411,14 +411,16 @@ def pkkd_command(workdir, shared_dir):
             f"--config.data.local_path={shared_dir / 'data' / 'mnist'}"]
 
 
-def full_state(workdir):
-    """The whole train state of the latest checkpoint (every model and optimizer), as numpy."""
+def full_state(workdir, step=None):
+    """(step, the whole train state of that checkpoint (every model and optimizer) as numpy);
+    the latest checkpoint by default."""
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-    path = workdir / "checkpoints" / str(steps[-1]) / "state"
+    step = steps[-1] if step is None else step
+    path = workdir / "checkpoints" / str(step) / "state"
     with ocp.PyTreeCheckpointer() as checkpointer:
         tree = checkpointer.metadata(path).item_metadata.tree
         as_numpy_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        return steps[-1], checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+        return step, checkpointer.restore(path, args=ocp.args.PyTreeRestore(
             restore_args=as_numpy_args))
 
 
@@ -471,6 +473,15 @@ def test_evaluate_loads_the_exported_student_and_the_teacher(uninterrupted, shar
     assert (result["model"], result["variant"], result["step"]) == (
         "lenet5", variant, summary["best_step"])
     assert result["top1"] == pytest.approx(at_best[metric], abs=1e-9)
+
+
+def test_init_from_a_pkkd_workdir_starts_from_the_student(uninterrupted):
+    config = importlib.import_module("configs.tiny").get_config()
+    config.init_from = str(uninterrupted)
+    model = Classification(config).create_state(steps_per_epoch=10)["model"]
+    best_step = json.loads((uninterrupted / "summary.json").read_text())["best_step"]
+    _, saved = full_state(uninterrupted, best_step)
+    assert_same_state(as_numpy(nnx.to_pure_dict(nnx.state(model))), saved["model"])
 
 
 # ---------------------------------------------------------------------------------------------
