@@ -401,6 +401,14 @@ def test_bad_pkkd_fields_are_named(field, value, message, shared_dir):
         validate_config(config)
 
 
+def test_a_classification_config_without_pkkd_sections_is_refused(shared_dir):
+    config = importlib.import_module("configs.tiny").get_config()
+    config.data.source, config.data.local_path = "local", str(shared_dir / "data" / "mnist")
+    config.task = "distillation"
+    with pytest.raises(ConfigError, match="needs the config.teacher and config.pkkd sections"):
+        validate_config(config)
+
+
 # ---------------------------------------------------------------------------------------------
 # Real runs (subprocesses on real MNIST): exact resume, evaluate.py on both models.
 

@@ -240,6 +240,8 @@ class Distillation(Task):
 
     def check_config(self) -> None:
         config = self.config
+        require("pkkd" in config and "teacher" in config, "config.task = 'distillation' needs "
+                "the config.teacher and config.pkkd sections (configs/pkkd_*.py, with_pkkd)")
         check_model_config(config.model)
         one_of(config.teacher.variant, layer_kinds(), "teacher.variant")
         one_of(config.teacher.impl, ["auto", *IMPLEMENTATIONS], "teacher.impl")
