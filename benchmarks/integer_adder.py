@@ -1,17 +1,29 @@
-"""Speed of the int8 adder layer against the float32 adder and float32 convolution, forward only.
+"""Speed of integer (int8) adder inference against the float32 adder and the float32 CNN, forward.
 
-For every adder layer shape of ResNet-20 (CIFAR, batch 64; the shape list of adder_layer.py) and
-of LeNet-5 (MNIST, batch 64), it times in the same run, best of N after a warm-up, visiting the
-methods in turn so that a busy machine disturbs them alike:
+In one run, visiting the methods in turn so that a busy machine disturbs them alike (best of N
+after a warm-up):
+
+Every adder layer shape of ResNet-20 (CIFAR, batch 64; adder_layer.py's list) and of LeNet-5
+(MNIST, batch 64):
   - f32-conv    `lax.conv_general_dilated` in float32 (the multiplicative baseline),
   - f32-adder   `adder2d(impl='shifted')` in float32,
-  - int8-adder  `adder2d_int` (impl='auto'), int8 operands, exact int32 sum,
+  - int8-ffi    `adder2d_int(impl='ffi')`: the vpsadbw kernel (where it runs here),
+  - int8-xla    `adder2d_int(impl='shifted')`: the XLA path in 16-bit lanes,
   - int8-conv   `lax.conv_general_dilated` on int8 operands with an int32 result
                 (preferred_element_type); the table says which element types XLA's compiled
                 convolution really uses (int8 kept, e.g. through YNNPACK, or widened to int32),
-and checks that the int8 adder equals minus the float adder on the same integer-valued data.
-Prints the CPU model and XLA:CPU's vector width, a table with ratios, the sum over each network's
-layers (time x number of layers of that shape), and writes JSON.
+checking that both int8 adders equal minus the float adder on the same integer-valued data.
+
+The whole network forward at batch 64, ResNet-20 and LeNet-5, each a jitted eval-mode model:
+  - f32-cnn     the CNN variant (convolutions where AdderNet has adders),
+  - f32-adder   the AdderNet in float32,
+  - int8        the same AdderNet quantised by `addernet_jax.quantize` (8 bits; the first conv,
+                the classifier, ReLU, pooling and residuals in float32, BatchNorms folded), on
+                the default integer path (`impl='auto'`),
+  - int8-xla    the same quantised model on the XLA integer path.
+
+Prints the CPU model and XLA:CPU's vector width, the tables with ratios, the sum over each
+network's adder layers (time x number of layers of that shape), and writes JSON.
 
     python benchmarks/integer_adder.py                      # ResNet-20 and LeNet-5
     python benchmarks/integer_adder.py --suite resnet20 --repeats 30 --json out.json
@@ -31,12 +43,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from adder_layer import LayerShape, environment, resnet20_shapes
+from flax import nnx
 from jax import lax
 
-from addernet_jax.ops import adder2d
+from addernet_jax.models import create_model, get_model_info
+from addernet_jax.ops import adder2d, sad_kernel
 from addernet_jax.ops.integer import adder2d_int
+from addernet_jax.quantize import quantize_model
 
-METHODS = ("f32-conv", "f32-adder", "int8-adder", "int8-conv")
+LAYER_METHODS = ("f32-conv", "f32-adder", "int8-ffi", "int8-xla", "int8-conv")
+NETWORK_METHODS = ("f32-cnn", "f32-adder", "int8", "int8-xla")
+NETWORKS = {"resnet20": "resnet20", "lenet5": "lenet5"}
 
 
 def lenet5_shapes(batch: int = 64) -> list[LayerShape]:
@@ -52,7 +69,8 @@ SUITES = {"resnet20": resnet20_shapes, "lenet5": lenet5_shapes}
 
 
 def cpu_description() -> dict:
-    """CPU model, its AVX-512 features and the vector width XLA:CPU was asked to use."""
+    """CPU model, its AVX-512 features, the vector width XLA:CPU was asked to use, and whether
+    the vpsadbw kernel runs here."""
     model, flags = platform_cpu_model(), set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -65,7 +83,8 @@ def cpu_description() -> dict:
     found = re.search(r"xla_cpu_prefer_vector_width=(\d+)", os.environ.get("XLA_FLAGS", ""))
     return {"cpu_model": model, "cores": os.cpu_count(),
             "avx512": sorted(f for f in flags if f.startswith("avx512")),
-            "vector_width_bits": int(found.group(1)) if found else 256}
+            "vector_width_bits": int(found.group(1)) if found else 256,
+            "int8_kernel": sad_kernel.unavailable_reason() or "vpsadbw kernel (ffi)"}
 
 
 def platform_cpu_model() -> str:
@@ -94,17 +113,25 @@ def layer_calls(shape: LayerShape) -> dict:
     x_q, w_q, x, w = make_operands(shape)
     strides, pads = (shape.stride,) * 2, [(shape.padding,) * 2] * 2
     dims = ("NHWC", "HWIO", "NHWC")
-    return {
+
+    def int_adder(impl):
+        return jax.jit(lambda x, w: adder2d_int(x, w, stride=shape.stride,
+                                                padding=shape.padding, impl=impl)), (x_q, w_q)
+
+    calls = {
         "f32-conv": (jax.jit(lambda x, w: lax.conv_general_dilated(
             x, w, strides, pads, dimension_numbers=dims)), (x, w)),
         "f32-adder": (jax.jit(lambda x, w: adder2d(
             x, w, stride=shape.stride, padding=shape.padding, impl="shifted")), (x, w)),
-        "int8-adder": (jax.jit(lambda x, w: adder2d_int(
-            x, w, stride=shape.stride, padding=shape.padding)), (x_q, w_q)),
+        "int8-ffi": int_adder("ffi"),
+        "int8-xla": int_adder("shifted"),
         "int8-conv": (jax.jit(lambda x, w: lax.conv_general_dilated(
             x, w, strides, pads, dimension_numbers=dims,
             preferred_element_type=jnp.int32)), (x_q, w_q)),
     }
+    if not sad_kernel.available():
+        del calls["int8-ffi"]
+    return calls
 
 
 def convolution_types(hlo_text: str) -> str:
@@ -133,48 +160,105 @@ def best_times(calls: dict, repeats: int) -> dict:
     return best
 
 
+def ratios(ms: dict, pairs) -> dict:
+    """'a_vs_b' -> ms[a] / ms[b] for the pairs present."""
+    return {f"{a}_vs_{b}": ms[a] / ms[b] for a, b in pairs if a in ms and b in ms}
+
+
+LAYER_RATIOS = (("int8-ffi", "f32-adder"), ("int8-ffi", "f32-conv"), ("int8-xla", "f32-adder"),
+                ("int8-xla", "f32-conv"), ("int8-conv", "f32-conv"))
+
+
 def measure_shape(shape: LayerShape, repeats: int) -> dict:
-    """Times, ratios and checks of the four methods on one layer shape."""
+    """Times, ratios and checks of the methods on one layer shape."""
     calls = layer_calls(shape)
     ms = best_times(calls, repeats)
-    int_adder, f32_adder = (np.asarray(calls[m][0](*calls[m][1])) for m in
-                            ("int8-adder", "f32-adder"))
+    minus_float = -np.asarray(calls["f32-adder"][0](*calls["f32-adder"][1]), np.float64)
+    exact = all(np.array_equal(np.asarray(calls[m][0](*calls[m][1])), minus_float)
+                for m in ("int8-ffi", "int8-xla") if m in calls)
     int_conv, int_conv_args = calls["int8-conv"]
     return {
         "layer": shape.name, "count": shape.count, "shape": dataclasses.asdict(shape),
-        "ms": ms, "int8_adder_vs_f32_adder": ms["int8-adder"] / ms["f32-adder"],
-        "int8_adder_vs_f32_conv": ms["int8-adder"] / ms["f32-conv"],
-        "int8_conv_vs_f32_conv": ms["int8-conv"] / ms["f32-conv"],
+        "ms": ms, "ratios": ratios(ms, LAYER_RATIOS),
         "int8_conv_types": convolution_types(int_conv.lower(*int_conv_args).compile().as_text()),
-        "int8_adder_exact": bool(np.array_equal(int_adder.astype(np.float64), -f32_adder)),
+        "int8_adder_exact": exact,
     }
 
 
 def network_total(rows: list[dict], suite: str) -> dict:
     """Per method, the sum over the network's layers of count x time, with the same ratios."""
-    ms = {m: sum(r["count"] * r["ms"][m] for r in rows) for m in METHODS}
-    return {"suite": suite, "ms": ms,
-            "int8_adder_vs_f32_adder": ms["int8-adder"] / ms["f32-adder"],
-            "int8_adder_vs_f32_conv": ms["int8-adder"] / ms["f32-conv"],
-            "int8_conv_vs_f32_conv": ms["int8-conv"] / ms["f32-conv"]}
+    ms = {m: sum(r["count"] * r["ms"][m] for r in rows) for m in rows[0]["ms"]}
+    return {"suite": suite, "ms": ms, "ratios": ratios(ms, LAYER_RATIOS)}
 
 
-def print_report(cpu: dict, rows: list[dict], totals: list[dict]) -> None:
-    print(f"CPU: {cpu['cpu_model']} ({cpu['cores']} cores); AVX-512: "
-          f"{' '.join(cpu['avx512']) or 'none'}; XLA:CPU vector width {cpu['vector_width_bits']}")
-    header = (f"{'layer':18} {'n':>2} " + " ".join(f"{m + ' ms':>13}" for m in METHODS)
-              + f" {'i8add/f32add':>12} {'i8add/f32conv':>13} {'i8conv/f32conv':>14}  "
-              "int8 conv types")
+# ---------------------------------------------------------------------------------------------
+# Whole networks.
+
+
+def jitted_forward(model: nnx.Module):
+    """(jitted forward of the eval-mode model's state, the state)."""
+    model.eval()
+    graphdef, state = nnx.split(model)
+    return jax.jit(lambda state, x: nnx.merge(graphdef, state)(x)), state
+
+
+def network_calls(name: str, batch: int) -> dict:
+    """method -> (jitted forward, (state, images)) for one network at `batch`."""
+    info = get_model_info(name)
+    images = jnp.asarray(np.random.default_rng(0).normal(size=(batch, *info.input_shape)),
+                         jnp.float32)
+    kwargs = {"num_classes": info.num_classes, "rngs": nnx.Rngs(0)}
+    adder = create_model(name, variant="adder", impl="shifted", **kwargs)
+    cnn = create_model(name, variant="cnn", **kwargs)
+    calibration = np.asarray(images[:8])
+    calls = {"f32-cnn": cnn, "f32-adder": adder,
+             "int8": quantize_model(adder, calibration, impl="auto")[0],
+             "int8-xla": quantize_model(adder, calibration, impl="shifted")[0]}
+    calls = {method: jitted_forward(model) for method, model in calls.items()}
+    return {method: (fn, (state, images)) for method, (fn, state) in calls.items()}
+
+
+NETWORK_RATIOS = (("int8", "f32-cnn"), ("int8", "f32-adder"), ("int8-xla", "f32-cnn"),
+                  ("int8-xla", "f32-adder"), ("f32-adder", "f32-cnn"))
+
+
+def measure_network(name: str, batch: int, repeats: int) -> dict:
+    """Times and ratios of the whole forward of network `name`."""
+    ms = best_times(network_calls(name, batch), repeats)
+    return {"network": name, "batch": batch, "ms": ms, "ratios": ratios(ms, NETWORK_RATIOS)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Report.
+
+
+def print_layers(rows: list[dict], totals: list[dict]) -> None:
+    methods = [m for m in LAYER_METHODS if m in rows[0]["ms"]]
+    pairs = [p for p in LAYER_RATIOS if f"{p[0]}_vs_{p[1]}" in rows[0]["ratios"]]
+    names = [f"{a.replace('int8-', 'i8')}/{b.replace('f32-', 'f32')}" for a, b in pairs]
+    header = (f"{'layer':18} {'n':>2} " + " ".join(f"{m + ' ms':>13}" for m in methods) + " "
+              + " ".join(f"{n:>16}" for n in names) + "  int8 conv types")
     print(header)
     print("-" * len(header))
     for r in rows + totals:
         name = r.get("layer") or f"{r['suite']} total"
-        count = r.get("count", "")
-        times = " ".join(f"{r['ms'][m]:13.2f}" for m in METHODS)
+        times = " ".join(f"{r['ms'][m]:13.2f}" for m in methods)
+        values = " ".join(f"{r['ratios'][f'{a}_vs_{b}']:16.2f}" for a, b in pairs)
         note = r.get("int8_conv_types", "") + ("" if r.get("int8_adder_exact", True)
                                               else "  INT8 ADDER != -F32 ADDER")
-        print(f"{name:18} {count:>2} {times} {r['int8_adder_vs_f32_adder']:12.2f} "
-              f"{r['int8_adder_vs_f32_conv']:13.2f} {r['int8_conv_vs_f32_conv']:14.2f}  {note}")
+        print(f"{name:18} {r.get('count', ''):>2} {times} {values}  {note}")
+
+
+def print_networks(networks: list[dict]) -> None:
+    header = (f"{'network (batch)':18} " + " ".join(f"{m + ' ms':>13}" for m in NETWORK_METHODS)
+              + "  " + "  ".join(f"{a}/{b}" for a, b in NETWORK_RATIOS))
+    print(header)
+    print("-" * len(header))
+    for r in networks:
+        times = " ".join(f"{r['ms'][m]:13.2f}" for m in NETWORK_METHODS)
+        values = "  ".join(f"{r['ratios'][f'{a}_vs_{b}']:{len(a) + len(b) + 1}.2f}"
+                           for a, b in NETWORK_RATIOS)
+        print(f"{r['network'] + ' (' + str(r['batch']) + ')':18} {times}  {values}")
 
 
 def parse_args(argv):
@@ -182,6 +266,7 @@ def parse_args(argv):
     parser.add_argument("--suite", default="resnet20,lenet5",
                         help=f"comma-separated, from {sorted(SUITES)}")
     parser.add_argument("--repeats", type=int, default=20, help="timed rounds per layer")
+    parser.add_argument("--batch", type=int, default=64, help="batch of the network forwards")
     parser.add_argument("--json", default="benchmarks/integer_adder.json")
     args = parser.parse_args(argv)
     args.suite = args.suite.split(",")
@@ -193,7 +278,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    rows, totals = [], []
+    rows, totals, networks = [], [], []
     for suite in args.suite:
         suite_rows = []
         for shape in SUITES[suite]():
@@ -201,11 +286,18 @@ def main(argv=None) -> int:
             print(f"  measured {shape.name}", file=sys.stderr, flush=True)
         rows += suite_rows
         totals.append(network_total(suite_rows, suite))
+        networks.append(measure_network(NETWORKS[suite], args.batch, args.repeats))
+        print(f"  measured the {suite} forward", file=sys.stderr, flush=True)
     cpu = cpu_description()
-    print_report(cpu, rows, totals)
+    print(f"CPU: {cpu['cpu_model']} ({cpu['cores']} cores); AVX-512: "
+          f"{' '.join(cpu['avx512']) or 'none'}; XLA:CPU vector width "
+          f"{cpu['vector_width_bits']}; int8 path: {cpu['int8_kernel']}\n")
+    print_layers(rows, totals)
+    print()
+    print_networks(networks)
     with open(args.json, "w") as f:
-        json.dump({"environment": {**environment(), **cpu}, "rows": rows, "totals": totals}, f,
-                  indent=1)
+        json.dump({"environment": {**environment(), **cpu}, "rows": rows, "totals": totals,
+                   "networks": networks}, f, indent=1)
     print(f"\nwrote {args.json}")
     return 0 if all(r["int8_adder_exact"] for r in rows) else 1
 

@@ -42,6 +42,7 @@ GRID = [
     (1, 9, 8, 13, 3, 5, 1, 2),
     (1, 12, 12, 36, 64, 1, 1, 0),
     (1, 5, 6, 231, 2, 1, 1, 0),
+    (3, 7, 6, 5, 4, 3, 1, 1),  # the fused loop over batch halves, with an odd batch
 ]
 
 
@@ -164,7 +165,7 @@ def test_kernel_available_where_the_cpu_has_avx512bw():
 
 # (N, H, W, C_in, C_out, kernel, stride, padding, zero point) for the kernel: kernels 1/3/5,
 # strides 1/2, padding 0/1/2, odd sizes, batch 1, C_in 1/3/6/16/17/64 (granule padding, the
-# tap folds: 3x3x1 and 3x3x3 fold fully, 5x5x6 too, 3x3x17 folds its columns only, 3x3x16 and
+# tap folds: 3x3x1 folds fully, 3x3x3, 5x5x6 and 3x3x17 fold their columns only, 3x3x16 and
 # 3x3x64 not at all), C_out not a multiple of 4, widths that are not whole pixel tiles.
 FFI_GRID = [
     (1, 7, 9, 1, 5, 3, 1, 1, 0),

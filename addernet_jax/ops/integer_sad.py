@@ -9,7 +9,9 @@ module turns any int8 layer into that form with XLA ops around the call:
   - small C_in wastes most of a 16-byte granule (C_in = 3: 81%), so the kw horizontal taps are
     folded into the channels when that needs fewer granules (x_ext[.., j, v*C + c] =
     xpad[.., j*sw + v, c], filters (kh, 1, kw*C, O)), and then the kh vertical taps too when
-    that costs no more granules (an im2col of a small layer, e.g. LeNet's 5x5x6 conv2);
+    all of them fit one granule (an im2col of a tiny layer, 3x3x1). Folding further (LeNet's
+    5x5x6 conv2 into 10 granules instead of 25) measured no faster: the granule transpose
+    below, done by XLA, then costs what the kernel saves;
   - a 1x1 layer (or a fully folded one) is subsampled by its stride and flattened to one row of
     N*H*W pixels, which the kernel's threads split (they split rows and pixel tiles);
   - the stride along W becomes S phases of the padded width (x[.., q*S + p] -> phase p, column
@@ -111,10 +113,9 @@ def sad_call(xp, w_q, strides, out_hw):
     return out[:, :, :wo, :o]
 
 
-def _pays_to_fold(before: int, after: int, folded_bytes: int, strictly: bool) -> bool:
-    """Whether folding taps into channels turns `before` granules per output into `after`."""
-    fewer = after < before if strictly else after <= before
-    return fewer and folded_bytes <= MAX_FOLDED_BYTES
+def _pays_to_fold(before: int, after: int, folded_bytes: int) -> bool:
+    """Whether folding taps into channels turns `before` granules per output into fewer."""
+    return after < before and folded_bytes <= MAX_FOLDED_BYTES
 
 
 def forward_int_ffi(x_q, w_q, geometry: Geometry, zero_point: int = 0):
@@ -127,11 +128,10 @@ def forward_int_ffi(x_q, w_q, geometry: Geometry, zero_point: int = 0):
     (sh, sw), pads = geometry.strides, geometry.pads
     ho, wo = geometry.output_hw(x_q.shape[1:3], (kh, kw))
     xp = jnp.pad(to_uint8(x_q), ((0, 0), *pads, (0, 0)), constant_values=zero_point + OFFSET)
-    if kw > 1 and _pays_to_fold(kw * granules(c), granules(kw * c), kw * c, strictly=True):
+    if kw > 1 and _pays_to_fold(kw * granules(c), granules(kw * c), kw * c):
         xp, w_q = fold_columns(xp, kw, sw, wo), w_q.reshape(kh, 1, kw * c, o)
         kw, sw, c = 1, 1, kw * c
-    if kw == 1 and kh > 1 and _pays_to_fold(kh * granules(c), granules(kh * c), kh * c,
-                                           strictly=False):
+    if kw == 1 and kh > 1 and granules(kh * c) == 1:
         xp, w_q = fold_rows(xp, kh, sh, ho), w_q.reshape(1, 1, kh * c, o)
         kh, sh, c = 1, 1, kh * c
     if (kh, kw) != (1, 1):
