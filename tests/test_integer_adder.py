@@ -256,6 +256,11 @@ def test_kernel_builds_from_scratch(tmp_path, monkeypatch):
     with pytest.raises(sad_kernel.KernelUnavailable, match="compiling adder_sad.cc") as info:
         sad_kernel.build()
     assert "\n" not in str(info.value)
+    monkeypatch.delenv("CXX")
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("ADDERNET_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+    with pytest.raises(sad_kernel.KernelUnavailable, match="cannot write the kernel cache"):
+        sad_kernel.build()
 
 
 def test_bad_zero_point():

@@ -1,27 +1,33 @@
 """Integer adder convolution for inference: S = sum |Xpad_q - W_q| on int8 operands, exact int32.
 
-With activations and filters quantised to int8 with one shared scale s (x ~ s * x_q,
-F ~ s * w_q), the float layer (paper Eq. 2) is Y = -s * S with
+With activations and filters quantised onto one integer grid (x ~ s * (x_q - z),
+F ~ s * (w_q - z): one scale s and one zero point z, since only x - F = s * (x_q - w_q) enters
+the layer), the float layer (paper Eq. 2) is Y = -s * S with
 
     S[n,i,j,o] = sum_{u,v,c} |Xpad_q[n, i*sh + u, j*sw + v, c] - W_q[u, v, c, o]|  >= 0,
 
-and zero padding is the integer zero point 0, so padded positions contribute |0 - W_q| exactly as
-the float op (ADDERNET.md 1.2). `adder2d_int` returns S as int32; the caller negates, scales and
-folds BatchNorm. Inference only: there is no gradient.
+where padded positions hold the zero point z (the integer of the real 0), so they contribute
+|z - W_q| exactly as the float op's zero padding contributes |0 - F| (ADDERNET.md 1.2).
+`adder2d_int` returns S as int32; the caller negates, scales and folds BatchNorm
+(`addernet_jax.quantize`). Inference only: there is no gradient.
 
-Two implementations:
+Three implementations:
   'reference'  explicit patches, int32 arithmetic throughout: the specification in code.
   'shifted'    the shifted-window accumulation of ops/shifted.py (vectorised along C_out), in
                16-bit lanes: a term |a - b| <= 255 fits int16 and a 512-bit vector holds 32 of
                them, twice the float32 lanes. Partial sums are kept in uint16, exact while a sum
                has at most 257 terms (257 * 255 = 65535), and widened to int32 between blocks.
+               Runs on every backend.
+  'ffi'        x86's vpsadbw (64 absolute byte differences summed per instruction) in a
+               register-blocked C++ kernel called through XLA's FFI (integer_sad.py,
+               csrc/adder_sad.cc), on CPUs with AVX-512BW; built on first use (sad_kernel.py).
+'auto' is 'ffi' where that kernel runs, else 'shifted' (`select_int_implementation`).
 
-Speed (benchmarks/integer_adder.py, 2-core Xeon with AVX-512, 512-bit XLA vectors): over
-ResNet-20's adder layers at batch 64 'shifted' takes 0.6x the time of the float32 adder and
-1.8x that of the float32 `lax.conv`. Its inner loop is vpsubw/vpabsw/vpaddw on 32 int16 lanes
-per term (16 lanes where C_out = 16), about 60% of what those instructions allow; three vector
-instructions per 32 terms cannot beat one FMA per 16 multiply-adds by much even at 100%. x86's
-vpsadbw (sum of 8 absolute byte differences) would, but XLA never emits it for this pattern.
+Speed (benchmarks/integer_adder.py, benchmarks/drafts/int8.md): XLA never emits vpsadbw for
+this pattern, and 'shifted' spends three vector instructions (vpsubw, vpabsw, vpaddw) per 32
+terms, so over ResNet-20's adder layers it takes about 0.6x the time of the float32 adder but
+1.8x that of the float32 `lax.conv`; 'ffi' spends about one instruction pair per 64 terms and
+beats the float32 convolution.
 """
 
 from __future__ import annotations

@@ -102,20 +102,29 @@ def build(*, force: bool = False) -> Path:
     target = library_path(compiler)
     if target.is_file() and not force:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        partial = Path(scratch) / target.name
-        try:
-            result = subprocess.run(compile_command(compiler, partial), capture_output=True,
-                                    text=True, timeout=COMPILE_TIMEOUT_S)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise KernelUnavailable(f"compiling {SOURCE.name} failed: {e}") from e
-        if result.returncode != 0:
-            errors = [line for line in result.stderr.splitlines() if "error" in line]
-            raise KernelUnavailable(f"compiling {SOURCE.name} with {compiler} failed: "
-                                    f"{(errors or result.stderr.splitlines() or ['?'])[0]}")
-        os.replace(partial, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+            partial = Path(scratch) / target.name
+            _compile(compiler, partial)
+            os.replace(partial, target)
+    except OSError as e:
+        raise KernelUnavailable(f"cannot write the kernel cache {target.parent} ({e}); set "
+                                "ADDERNET_CACHE_DIR to a writable directory") from e
     return target
+
+
+def _compile(compiler: str, output: Path) -> None:
+    """Runs the compiler; KernelUnavailable quoting its first error line when it fails."""
+    try:
+        result = subprocess.run(compile_command(compiler, output), capture_output=True,
+                                text=True, timeout=COMPILE_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise KernelUnavailable(f"compiling {SOURCE.name} failed: {e}") from e
+    if result.returncode != 0:
+        errors = [line for line in result.stderr.splitlines() if "error" in line]
+        raise KernelUnavailable(f"compiling {SOURCE.name} with {compiler} failed: "
+                                f"{(errors or result.stderr.splitlines() or ['?'])[0]}")
 
 
 def _load() -> ctypes.CDLL:
