@@ -18,6 +18,9 @@ The activation range is searched: b (and a, for inputs that go negative) is a fr
 calibration inputs' extreme, r on a geometric grid refined around the best point, choosing the
 r that minimises the mean squared error of the layer's BatchNorm output (the folded integer
 layer against the float layer, on the same float calibration inputs), not the largest input.
+Clipping the inputs biases the sums (it shortens |x - w| for x above b), so each channel's mean
+error on the calibration inputs is subtracted from its output bias ("bias correction", Nagel
+et al., ICCV 2019), and the candidates are compared after that correction.
 """
 
 from __future__ import annotations
@@ -219,18 +222,27 @@ def float_outputs(adder: Adder2D, bn: nnx.BatchNorm | None, inputs: np.ndarray,
                            for (x,) in _batches([inputs], batch_size)])
 
 
-def _squared_error(layer: QuantizedAdder2D, inputs, targets, weights, batch_size) -> float:
-    """sum over outputs of weight_o * (layer(x) - target)^2."""
+def _corrected_error(layer: QuantizedAdder2D, inputs, targets, weights,
+                     batch_size) -> tuple[float, np.ndarray]:
+    """(sum over outputs of weight_o * (e - mean_o(e))^2, mean_o(e)) for the error
+    e = layer(x) - target: the error left once each channel's mean error (the bias the
+    quantisation adds, mostly from clipping the inputs) is removed from its output bias."""
     graphdef, state = nnx.split(layer)
-    total = 0.0
+    sums = squares = 0.0
     for x, y in _batches([inputs, targets], batch_size):
-        total += float(_weighted_error(graphdef, state, x, y, weights))
-    return total
+        s, q = _error_moments(graphdef, state, x, y)
+        sums, squares = sums + np.asarray(s, np.float64), squares + np.asarray(q, np.float64)
+    count = targets.size // targets.shape[-1]
+    mean = sums / count
+    return float(np.sum(np.asarray(weights) * (squares - count * mean**2))), mean
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _weighted_error(graphdef, state, x, target, weights):
-    return jnp.sum(weights * jnp.square(nnx.merge(graphdef, state)(x) - target))
+def _error_moments(graphdef, state, x, target):
+    """Per output channel, the sum and the sum of squares of layer(x) - target."""
+    error = nnx.merge(graphdef, state)(x) - target
+    axes = tuple(range(error.ndim - 1))
+    return jnp.sum(error, axis=axes), jnp.sum(jnp.square(error), axis=axes)
 
 
 def _clip_fractions(errors: dict[float, float]) -> list[float]:
@@ -246,7 +258,8 @@ def fit_layer(adder: Adder2D, bn: nnx.BatchNorm | None, inputs: np.ndarray, *, b
               impl: str = "auto", batch_size: int = 64) -> tuple[QuantizedAdder2D, LayerFit]:
     """The integer layer of `adder` (+ `bn`) whose grid minimises the output error on `inputs`
     (module docstring): coarse fractions 0.9^k, stopped once the error is past its minimum,
-    then a finer grid around the best.
+    then a finer grid around the best. Each candidate's per-channel mean error on `inputs` is
+    removed from its output bias (bias correction) before the candidates are compared.
 
     Errors are weighted per channel: 1 for a BatchNorm output (already normalised), else one
     over the channel's variance.
@@ -261,8 +274,10 @@ def fit_layer(adder: Adder2D, bn: nnx.BatchNorm | None, inputs: np.ndarray, *, b
 
     def evaluate(fraction: float) -> float:
         grid = grid_for_range(fraction * low, fraction * high, bits)
-        layers[fraction] = fold_layer(adder, bn, grid, impl)
-        errors[fraction] = _squared_error(layers[fraction], inputs, targets, weights, batch_size)
+        layer = fold_layer(adder, bn, grid, impl)
+        errors[fraction], mean = _corrected_error(layer, inputs, targets, weights, batch_size)
+        layer.out_bias[...] = layer.out_bias[...] - jnp.asarray(mean, jnp.float32)
+        layers[fraction] = layer
         return errors[fraction]
 
     for k in range(COARSE_STEPS):
