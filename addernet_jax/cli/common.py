@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -80,12 +82,21 @@ def describe_os_error(error: OSError) -> str:
     return f"{path}: {problem}" if path else problem
 
 
+# tensorstore (under orbax) reports file-system errors as ValueError("... [os_error_code='28']").
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
 def _os_error_in_chain(error: BaseException) -> OSError | None:
-    """The first OSError in an exception's cause/context chain (libraries wrap them)."""
+    """The first OSError in an exception's cause/context chain (libraries wrap them), or one
+    rebuilt from a tensorstore message that carries an errno."""
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, OSError):
             return error
+        code = _OS_ERROR_CODE.search(str(error))
+        if code:
+            number = int(code.group(1))
+            return OSError(number, os.strerror(number))
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
@@ -113,8 +124,21 @@ def exit_status(error: BaseException) -> tuple[int, str]:
     raise error
 
 
+def configure_logging(program: str) -> None:
+    """Warnings of this project as `<program>: warning: ...` lines on stderr. The libraries'
+    own log lines (orbax logs through absl) are not shown: the errors they describe reach the
+    user as this program's one-line error (`--debug` shows the traceback)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{program}: %(message)s"))
+    project = logging.getLogger("addernet_jax")
+    project.handlers[:] = [handler]
+    project.propagate = False
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
+
+
 def run_main(program: str, main: Callable[[], int], debug: bool) -> int:
     """Runs `main()`, turning expected failures into one line on stderr and their status."""
+    configure_logging(program)
     try:
         return main()
     except KeyboardInterrupt:

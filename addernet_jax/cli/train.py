@@ -13,9 +13,9 @@ $ADDERNET_PROCESS_ID; $ADDERNET_AUTO_DISTRIBUTED=1 on SLURM and TPU pods).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from absl import flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from addernet_jax.cli.common import UsageError, make_parser, run_main
@@ -63,19 +63,22 @@ def parse_args(argv: list[str]):
 
 def load_config(path: str, overrides: list[str]):
     """The ml_collections config of `path` with `--config.FIELD=VALUE` overrides applied."""
+    file = path.split(":", 1)[0]
+    if not Path(file).is_file():
+        raise UsageError(f"--config {file}: no such file")
     flag_values = flags.FlagValues()
     holder = config_flags.DEFINE_config_file("config", None, "config file",
                                              flag_values=flag_values, lock_config=True)
     try:
         flag_values([PROGRAM, f"--config={path}", *overrides])
+        return holder.value
     except flags.Error as e:
         raise UsageError(str(e).replace("\n", " ")) from None
     except (AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError,
             ImportError) as e:
-        # ml_collections reports an unknown --config.field as AttributeError/KeyError, a missing
-        # or broken file as OSError/SyntaxError/ImportError.
+        # ml_collections reports an unknown --config.field as AttributeError/KeyError, a broken
+        # file as SyntaxError/ImportError/ValueError.
         raise UsageError(f"bad --config or --config.* override: {e}") from None
-    return holder.value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         from addernet_jax.training.metrics import log
 
         args, config = parse_args(argv)
-        absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
         parallel.initialize_distributed(args.coordinator_address, args.num_processes,
                                         args.process_id)
         try:

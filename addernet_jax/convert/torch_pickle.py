@@ -58,8 +58,11 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
 
 # What a file may ask us to allocate, beyond the bytes it holds. torch writes zip records
 # uncompressed (ZIP_STORED), so a stored record cannot be larger than the archive; other writers
-# may deflate, and real tensors compress by far less than this ratio (a "zip bomb" does not).
+# may deflate: a compressed record may expand to this ratio of its compressed size, or to
+# `_MAX_EXPANDED_RECORD` (zero tensors compress far better than the ratio; a "zip bomb" of
+# gigabytes from a few megabytes exceeds both).
 _MAX_COMPRESSION_RATIO = 64
+_MAX_EXPANDED_RECORD = 1 << 26
 # A tensor may be a view that repeats its storage's elements (stride 0, from `expand`); such a
 # tensor is materialised only up to this many bytes more than its storage holds.
 _MAX_EXPANSION_BYTES = 1 << 24
@@ -184,7 +187,8 @@ def _zip_info(archive: zipfile.ZipFile, name: str, path: str, archive_size: int)
     except KeyError:
         raise CheckpointFormatError(f"{path}: zip record {name} is missing") from None
     stored = info.compress_type == zipfile.ZIP_STORED
-    limit = archive_size if stored else _MAX_COMPRESSION_RATIO * max(info.compress_size, 1)
+    limit = archive_size if stored else max(_MAX_COMPRESSION_RATIO * info.compress_size,
+                                             _MAX_EXPANDED_RECORD)
     if info.file_size > limit:
         raise CheckpointFormatError(
             f"{path}: zip record {name} declares {info.file_size} bytes, implausible in an "

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,10 @@ MODEL_INFO_FILE = "model_info.json"
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
 STATE_ITEM, DATA_ITEM, META_ITEM = "state", "data", "meta"
+META_FILE = "metadata"  # orbax's JsonSave file inside the meta item
+COMMIT_FILE = "commit_success.txt"  # written by orbax once a step's save is complete
+
+logger = logging.getLogger("addernet_jax")
 
 
 class CheckpointError(ValueError):
@@ -105,6 +110,8 @@ def check_weights(tree, where: str, *, expected_dtypes: dict[str, Any] | None = 
         holds floats (and the reverse).
       error: the exception type raised.
     """
+    if isinstance(tree, nnx.State):
+        tree = nnx.to_pure_dict(tree)
     problems = []
     for name, value in _flat(tree).items():
         problem = _array_problem(name, value)
@@ -143,8 +150,8 @@ def save_model_checkpoint(directory: str | Path, model_state, info: dict[str, An
 
 
 def read_model_info(directory: str | Path) -> dict[str, Any]:
-    """The `model_info.json` of a model checkpoint (a dict with at least 'model' and
-    'variant'); CheckpointError when it is missing or malformed."""
+    """The `model_info.json` of a model checkpoint (a JSON object naming at least its
+    'model'); CheckpointError when it is missing or malformed."""
     path = Path(directory) / MODEL_INFO_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a model checkpoint (no {MODEL_INFO_FILE}); "
@@ -153,8 +160,8 @@ def read_model_info(directory: str | Path) -> dict[str, Any]:
         info = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is not readable JSON ({first_line(e)})") from None
-    if not isinstance(info, dict) or not {"model", "variant"} <= set(info):
-        raise CheckpointError(f"{path} does not describe a model (needs 'model' and 'variant')")
+    if not isinstance(info, dict) or "model" not in info:
+        raise CheckpointError(f"{path} does not describe a model (no 'model' name)")
     return info
 
 
@@ -175,6 +182,9 @@ def load_model_checkpoint(directory: str | Path, model: nnx.Module, sharding=Non
     try:
         with ocp.StandardCheckpointer() as checkpointer:
             stored = checkpointer.metadata(directory / MODEL_DIR).item_metadata
+            if not _flat(stored):
+                raise DamagedCheckpointError(f"cannot read the model checkpoint {directory} "
+                                             "(its array metadata is missing or unreadable)")
             check_same_structure(stored, target, str(directory))
             restored = checkpointer.restore(directory / MODEL_DIR, abstract_like(target, sharding))
     except CheckpointError:
@@ -200,7 +210,12 @@ def is_training_workdir(path: str | Path) -> bool:
 
 
 class WorkdirReader:
-    """Read-only access to a training workdir's checkpoints (never writes, deletes or cleans).
+    """Read-only access to a training workdir's checkpoints: it never writes, deletes or cleans
+    up, and it does not use an orbax CheckpointManager (whose reading of every step's metadata
+    races with the run deleting old steps). A step is listed once its save has committed (its
+    directory has the numeric name orbax renames it to at the end, and `commit_success.txt`);
+    a step that disappears or cannot be read while the run is saving is skipped for the next
+    newest, re-listing the directory.
 
     Args:
       workdir: the directory `train.py` wrote.
@@ -210,50 +225,54 @@ class WorkdirReader:
         self.directory = checkpoints_dir(workdir)
         if not self.directory.is_dir():
             raise CheckpointError(f"{workdir} is not a training workdir (no {CHECKPOINTS_DIR}/)")
-        options = ocp.CheckpointManagerOptions(read_only=True, create=False,
-                                               enable_async_checkpointing=False)
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def steps(self) -> list[int]:
-        """The complete steps, oldest first (re-read from disk every call)."""
-        self.manager.reload()
-        return sorted(self.manager.all_steps())
+        """The committed steps, oldest first (re-read from disk every call)."""
+        try:
+            names = [entry.name for entry in os.scandir(self.directory)]
+        except FileNotFoundError:
+            return []
+        return sorted(int(name) for name in names
+                      if name.isdigit() and (self.directory / name / COMMIT_FILE).exists())
 
     def meta(self, step: int) -> dict:
         """The JSON meta saved with `step`."""
+        path = self.directory / str(step) / META_ITEM / META_FILE
         try:
-            meta = self.manager.restore(
-                step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))[META_ITEM]
-        except Exception as e:
-            raise DamagedCheckpointError(f"{self.directory / str(step)}: cannot read its meta "
-                                         f"({first_line(e)})") from e
+            meta = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DamagedCheckpointError(f"{path}: cannot read the meta ({first_line(e)})") from e
         if not isinstance(meta, dict):
-            raise CheckpointError(f"{self.directory / str(step)}: its meta is not a JSON object")
+            raise DamagedCheckpointError(f"{path}: the meta is not a JSON object")
         return meta
 
     def latest_readable(self, read: Callable[[int], Any], *, prefer: int | None = None,
-                        log: Callable[[str], None] = logging.warning) -> tuple[int, Any]:
-        """(step, read(step)) for `prefer` (if given) or else the latest step that can be read;
-        a step that fails is skipped for the next older one, saying so through `log`.
+                        log: Callable[[str], None] = logger.warning) -> tuple[int, Any]:
+        """(step, read(step)) for `prefer` (if it exists) or else the newest step that can be
+        read. A damaged step is skipped for the next older one, saying so through `log`; a step
+        that vanished meanwhile (the run deleted it) is skipped silently, re-listing.
 
         Raises:
           CheckpointError: no step at all, or none readable (the last error named).
         """
-        steps = self.steps()
-        if not steps:
-            raise CheckpointError(f"{self.directory} holds no checkpoint")
-        order = sorted(steps, reverse=True)
-        if prefer in steps:
-            order = [prefer] + [s for s in order if s != prefer]
-        error = None
-        for step in order:
+        failed: dict[int, Exception] = {}
+        while True:
+            steps = [s for s in self.steps() if s not in failed]
+            if not steps:
+                if failed:
+                    raise CheckpointError(f"no readable checkpoint in {self.directory}: "
+                                          f"{list(failed.values())[-1]}")
+                raise CheckpointError(f"{self.directory} holds no checkpoint")
+            step = prefer if prefer in steps else steps[-1]
             try:
                 return step, read(step)
             except (CheckpointError, FileNotFoundError) as e:
-                error = e
-                log(f"checkpoint step {step} in {self.directory} cannot be used ({e}); "
-                    "trying the previous one")
-        raise CheckpointError(f"no readable checkpoint in {self.directory}: {error}")
+                failed[step] = e
+                if (self.directory / str(step)).exists():
+                    log(f"warning: checkpoint step {step} in {self.directory} cannot be used "
+                        f"({e}); trying the previous one")
 
     def best_step(self) -> tuple[int, dict]:
         """(step, meta) of the best step recorded by the run (the `best_step` of the latest
@@ -263,8 +282,9 @@ class WorkdirReader:
         if best is not None and best != latest and best in self.steps():
             try:
                 return best, self.meta(best)
-            except CheckpointError as e:
-                logging.warning("best step %s unreadable (%s); using step %s", best, e, latest)
+            except (CheckpointError, FileNotFoundError) as e:
+                logger.warning("warning: best step %s unreadable (%s); using step %s", best, e,
+                               latest)
         return latest, meta
 
     def restore_model(self, step: int, model: nnx.Module, *, key: str = "model",
@@ -301,7 +321,7 @@ class WorkdirReader:
         nnx.update(model, state)
 
     def close(self) -> None:
-        self.manager.close()
+        """Nothing to release (kept so that readers are used as context managers)."""
 
     def __enter__(self) -> WorkdirReader:
         return self

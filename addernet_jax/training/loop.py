@@ -19,7 +19,12 @@ import numpy as np
 from flax import nnx
 
 from addernet_jax.runtime import parallel
-from addernet_jax.runtime.checkpoints import DamagedCheckpointError
+from addernet_jax.runtime.checkpoints import (
+    CheckpointError,
+    DamagedCheckpointError,
+    WorkdirReader,
+    is_training_workdir,
+)
 from addernet_jax.tasks import (
     ConfigError,
     Task,
@@ -75,6 +80,30 @@ def _write_json(path: Path, value) -> None:
         temporary.replace(path)
 
 
+def _saved_config(meta: dict) -> dict:
+    saved = dict(meta.get("config") or {})
+    saved.setdefault("task", "classification")  # runs from before config.task existed
+    return saved
+
+
+def _check_resume(workdir: Path, task: Task, config, allow_config_change: bool) -> None:
+    """Before any work: the config of the workdir's newest readable checkpoint against this
+    one (ConfigError naming refused fields); accepted changes are logged."""
+    if not is_training_workdir(workdir):
+        return
+    reader = WorkdirReader(workdir)
+    for step in reversed(reader.steps()):
+        try:
+            meta = reader.meta(step)
+        except (CheckpointError, FileNotFoundError):
+            continue
+        for change in check_resume_config(_saved_config(meta), config.to_dict(),
+                                          task.defining_fields,
+                                          allow_changes=allow_config_change):
+            log(f"resuming with a changed config: {change}")
+        return
+
+
 def _restore(store, task, arrays, train_iter, config, allow_config_change) -> dict:
     """The meta to start from: the latest usable checkpoint's (its config checked against
     `config` first, then restored in place into `arrays`, the split train state, and into the
@@ -82,17 +111,13 @@ def _restore(store, task, arrays, train_iter, config, allow_config_change) -> di
     before it is used."""
     for step in reversed(store.all_steps()):
         try:
-            saved_config = dict(store.restore_meta(step).get("config") or {})
-            saved_config.setdefault("task", "classification")  # runs from before config.task
-            accepted = check_resume_config(saved_config, config.to_dict(), task.defining_fields,
-                                           allow_changes=allow_config_change)
+            check_resume_config(_saved_config(store.restore_meta(step)), config.to_dict(),
+                                task.defining_fields, allow_changes=allow_config_change)
             restored = store.restore(step, {name: arrays[name] for name in arrays}, train_iter)
         except DamagedCheckpointError as e:
             moved = store.set_aside(step)
             log(f"warning: {e}; moved it to {moved.name} and resuming from the step before")
             continue
-        for change in accepted:
-            log(f"resuming with a changed config: {change}")
         return {"best_value": None, "best_step": None, **restored}
     return {"step": 0, "best_value": None, "best_step": None}
 
@@ -135,6 +160,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 def _train_in(task: Task, config, workdir: Path, allow_config_change: bool) -> dict:
     """The loop's stages once the workdir is ours."""
+    _check_resume(workdir, task, config, allow_config_change)
+
     # Data.
     pipes = task.create_pipelines()
     total_steps = (config.num_train_steps if config.num_train_steps > 0
