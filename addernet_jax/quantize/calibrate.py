@@ -234,7 +234,8 @@ def _corrected_error(layer: QuantizedAdder2D, inputs, targets, weights,
         sums, squares = sums + np.asarray(s, np.float64), squares + np.asarray(q, np.float64)
     count = targets.size // targets.shape[-1]
     mean = sums / count
-    return float(np.sum(np.asarray(weights) * (squares - count * mean**2))), mean
+    # Clamped at 0: the difference of two float sums can dip below it when the error is ~0.
+    return max(float(np.sum(np.asarray(weights) * (squares - count * mean**2))), 0.0), mean
 
 
 @functools.partial(jax.jit, static_argnums=0)
