@@ -255,11 +255,24 @@ def _clip_fractions(errors: dict[float, float]) -> list[float]:
     return [float(f) for f in np.geomspace(low, high, FINE_STEPS + 2)[1:-1]]
 
 
+def _search(evaluate) -> tuple[float, float]:
+    """(fraction, error) of the least `evaluate(fraction)`: coarse fractions 0.9^k, stopped
+    once the error is well past its minimum, then a finer grid around the best."""
+    errors: dict[float, float] = {}
+    for k in range(COARSE_STEPS):
+        errors[0.9**k] = evaluate(0.9**k)
+        if k >= 4 and errors[0.9**k] > 4 * min(errors.values()):
+            break
+    for fraction in _clip_fractions(errors):
+        errors[fraction] = evaluate(fraction)
+    best = min(errors, key=errors.get)
+    return best, errors[best]
+
+
 def fit_layer(adder: Adder2D, bn: nnx.BatchNorm | None, inputs: np.ndarray, *, bits: int,
               impl: str = "auto", batch_size: int = 64) -> tuple[QuantizedAdder2D, LayerFit]:
     """The integer layer of `adder` (+ `bn`) whose grid minimises the output error on `inputs`
-    (module docstring): coarse fractions 0.9^k, stopped once the error is past its minimum,
-    then a finer grid around the best. Each candidate's per-channel mean error on `inputs` is
+    (module docstring; `_search`). Each candidate's per-channel mean error on `inputs` is
     removed from its output bias (bias correction) before the candidates are compared.
 
     Errors are weighted per channel: 1 for a BatchNorm output (already normalised), else one
@@ -270,29 +283,19 @@ def fit_layer(adder: Adder2D, bn: nnx.BatchNorm | None, inputs: np.ndarray, *, b
     variance = targets.reshape(-1, targets.shape[-1]).var(axis=0)
     weights = jnp.asarray(np.ones_like(variance) if bn is not None
                           else 1.0 / np.maximum(variance, 1e-12), jnp.float32)
-    errors: dict[float, float] = {}
     layers: dict[float, QuantizedAdder2D] = {}
 
     def evaluate(fraction: float) -> float:
-        grid = grid_for_range(fraction * low, fraction * high, bits)
-        layer = fold_layer(adder, bn, grid, impl)
-        errors[fraction], mean = _corrected_error(layer, inputs, targets, weights, batch_size)
+        layer = fold_layer(adder, bn, grid_for_range(fraction * low, fraction * high, bits), impl)
+        error, mean = _corrected_error(layer, inputs, targets, weights, batch_size)
         layer.out_bias[...] = layer.out_bias[...] - jnp.asarray(mean, jnp.float32)
         layers[fraction] = layer
-        return errors[fraction]
+        return error
 
-    for k in range(COARSE_STEPS):
-        evaluate(0.9**k)
-        best = min(errors.values())
-        if errors[0.9**k] > 4 * best and k >= 4:
-            break
-    for fraction in _clip_fractions(errors):
-        evaluate(fraction)
-    fraction = min(errors, key=errors.get)
-    layer = layers[fraction]
+    fraction, error = _search(evaluate)
     grid = grid_for_range(fraction * low, fraction * high, bits)
     w = np.asarray(adder.kernel[...])
     signal = float(np.sum(np.asarray(weights) * np.square(targets)))
-    return layer, LayerFit(
-        grid, fraction, (low, high), float(np.sqrt(errors[fraction] / max(signal, 1e-30))),
+    return layers[fraction], LayerFit(
+        grid, fraction, (low, high), float(np.sqrt(error / max(signal, 1e-30))),
         float(np.mean((w < grid.low) | (w > grid.high))))
