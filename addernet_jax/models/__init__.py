@@ -24,6 +24,7 @@ from addernet_jax.layers import get_layer_kind
 from addernet_jax.models.cifar_resnet import BasicBlock, CifarResNet
 from addernet_jax.models.imagenet_resnet import Bottleneck, ImageNetResNet
 from addernet_jax.models.lenet import LeNet5
+from addernet_jax.models.lenetpp import LeNetPP
 from addernet_jax.models.vgg import VGG19Small, VGGSmall
 
 
@@ -56,6 +57,7 @@ MODELS: dict[str, ModelInfo] = {
     "vgg_small": ModelInfo(VGGSmall, _CIFAR, 10),
     "vgg19_small": ModelInfo(VGG19Small, _CIFAR, 10),  # ShiftAddNet (SHIFTADDNET.md 3.3)
     "lenet5": ModelInfo(LeNet5, _MNIST, 10),
+    "lenetpp": ModelInfo(LeNetPP, _MNIST, 10),  # paper Figure 1 (ADDERNET.md 10)
     "resnet18": ModelInfo(functools.partial(ImageNetResNet, 18), _IMAGENET, 1000),
     "resnet34": ModelInfo(functools.partial(ImageNetResNet, 34), _IMAGENET, 1000),
     "resnet50": ModelInfo(functools.partial(ImageNetResNet, 50), _IMAGENET, 1000),
@@ -124,6 +126,7 @@ __all__ = [
     "CifarResNet",
     "ImageNetResNet",
     "LeNet5",
+    "LeNetPP",
     "ModelInfo",
     "VGG19Small",
     "VGGSmall",
