@@ -29,12 +29,18 @@ Modules:
   sources       `ArraySource`, `SubsetSource`, `balanced_subset(source, size)`.
   transforms    torchvision-equivalent grain transforms and the official presets.
   loaders       `make_train_loader`, `make_eval_loader` (grain MapDataset pipelines).
+  imresize      MATLAB `imresize` bicubic: `imresize`, `downscale`, `upscale`, `resize_matrix`.
+  sr            super-resolution sources of {'lr', 'hr', 'name'} records: `PairedSRSource`
+                (EDSR's benchmark layout), `HRFolderSource` (LR made by bicubic downscaling),
+                `div2k_source` (tfds), `CachedSource`, `RepeatedSource`.
+  sr_transforms EDSR's random aligned patches, flips and rotations (`sr_train_transforms`).
 """
 
 from addernet_jax.data.cifar import load_cifar_batches, read_cifar_batch
 from addernet_jax.data.datasets import DATASETS, DatasetInfo, dataset_info, get_source
 from addernet_jax.data.idx import load_mnist_idx, read_idx
 from addernet_jax.data.image_folder import ImageFolderSource
+from addernet_jax.data.imresize import downscale, imresize, resize_matrix, upscale
 from addernet_jax.data.loaders import (
     make_eval_loader,
     make_train_loader,
@@ -42,18 +48,35 @@ from addernet_jax.data.loaders import (
     steps_per_epoch,
 )
 from addernet_jax.data.sources import ArraySource, SubsetSource, balanced_subset
+from addernet_jax.data.sr import (
+    CachedSource,
+    HRFolderSource,
+    PairedSRSource,
+    RepeatedSource,
+    check_scale,
+    div2k_source,
+)
+from addernet_jax.data.sr_transforms import sr_eval_transforms, sr_train_transforms
 from addernet_jax.data.transforms import get_transforms
 
 __all__ = [
     "DATASETS",
     "ArraySource",
+    "CachedSource",
     "DatasetInfo",
+    "HRFolderSource",
     "ImageFolderSource",
+    "PairedSRSource",
+    "RepeatedSource",
     "SubsetSource",
     "balanced_subset",
+    "check_scale",
     "dataset_info",
+    "div2k_source",
+    "downscale",
     "get_source",
     "get_transforms",
+    "imresize",
     "load_cifar_batches",
     "load_mnist_idx",
     "make_eval_loader",
@@ -61,5 +84,9 @@ __all__ = [
     "num_eval_batches",
     "read_cifar_batch",
     "read_idx",
+    "resize_matrix",
+    "sr_eval_transforms",
+    "sr_train_transforms",
     "steps_per_epoch",
+    "upscale",
 ]

@@ -74,6 +74,19 @@ def contributions(
     return weights[:, used], indices[:, used]
 
 
+def resize_matrix(in_length: int, out_length: int, antialiasing: bool = True) -> np.ndarray:
+    """The (out_length, in_length) float64 matrix of one MATLAB bicubic pass along an axis.
+
+    `resize_matrix(h, H) @ x` resizes the rows of a float image `x` exactly as `imresize` does
+    in float (symmetric borders folded into the matrix); a model applies it with an einsum
+    (VDSR's bicubic pre-upsampling inside `addernet_jax.models.sr`).
+    """
+    weights, indices = contributions(in_length, out_length, out_length / in_length, antialiasing)
+    matrix = np.zeros((out_length, in_length), np.float64)
+    np.add.at(matrix, (np.arange(out_length)[:, None], indices), weights)
+    return matrix
+
+
 def _round_half_away(x: np.ndarray) -> np.ndarray:
     """MATLAB's conversion to uint8 for values >= 0 after clipping: round half away from zero."""
     return np.floor(np.clip(x, 0.0, 255.0) + 0.5)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dm_pix as pix
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # ITU-R BT.601 luma for RGB in [0, 255] (MATLAB rgb2ycbcr; the EDSR benchmark uses the same).
 Y_OFFSET = 16.0
@@ -49,6 +50,34 @@ def rgb_to_y(image) -> jax.Array:
         raise ValueError(f"rgb_to_y needs RGB images (..., H, W, 3), got shape {image.shape}")
     weights = jnp.asarray(Y_WEIGHTS, image.dtype)
     return Y_OFFSET + jnp.sum(image * weights, axis=-1, keepdims=True)
+
+
+# The full BT.601 conversion for RGB in [0, 255] (MATLAB rgb2ycbcr): YCbCr = offset + M @ RGB.
+YCBCR_MATRIX = (
+    (65.738 / 256.0, 129.057 / 256.0, 25.064 / 256.0),
+    (-37.945 / 256.0, -74.494 / 256.0, 112.439 / 256.0),
+    (112.439 / 256.0, -94.154 / 256.0, -18.285 / 256.0),
+)
+YCBCR_OFFSET = (16.0, 128.0, 128.0)
+
+
+def rgb_to_ycbcr(image) -> jax.Array:
+    """BT.601 YCbCr (MATLAB rgb2ycbcr) of RGB images in [0, 255]: (..., 3) -> (..., 3) float;
+    its Y channel is `rgb_to_y`'s."""
+    image = _float(image)
+    if image.shape[-1] != 3:
+        raise ValueError(f"rgb_to_ycbcr needs RGB images (..., 3), got shape {image.shape}")
+    matrix = jnp.asarray(YCBCR_MATRIX, image.dtype)
+    return jnp.asarray(YCBCR_OFFSET, image.dtype) + image @ matrix.T
+
+
+def ycbcr_to_rgb(image) -> jax.Array:
+    """The inverse of `rgb_to_ycbcr` (MATLAB ycbcr2rgb, unclipped): (..., 3) -> (..., 3)."""
+    image = _float(image)
+    if image.shape[-1] != 3:
+        raise ValueError(f"ycbcr_to_rgb needs YCbCr images (..., 3), got shape {image.shape}")
+    inverse = jnp.asarray(np.linalg.inv(np.asarray(YCBCR_MATRIX)), image.dtype)
+    return (image - jnp.asarray(YCBCR_OFFSET, image.dtype)) @ inverse.T
 
 
 def shave(image, border: int):
@@ -106,3 +135,24 @@ def ssim_y(sr, hr, scale: int) -> jax.Array:
         k1=SSIM_K1,
         k2=SSIM_K2,
     )
+
+
+def y_error_maps(sr, hr) -> tuple[jax.Array, jax.Array]:
+    """Per-pixel maps from which `psnr_y` and `ssim_y` are sums, for tiled evaluation.
+
+    Args:
+      sr: super-resolved images (B, H, W, 3), any float range (quantised here).
+      hr: ground truth (B, H, W, 3), RGB in [0, 255].
+
+    Returns:
+      (squared Y error (B, H, W), SSIM map (B, H - 10, W - 10)), nothing cropped: the SSIM map's
+      entry [i, j] is the SSIM of the 11x11 window centred on pixel (i + 5, j + 5). `psnr_y` is
+      the PSNR of the mean of the first over the pixels at least `scale` from every border,
+      `ssim_y` the mean of the second over the windows centred at least `scale + 5` from it.
+    """
+    sr_y, hr_y = _y_pair(sr, hr, 0)
+    squared = jnp.square(sr_y - hr_y)[..., 0]
+    ssim_map = pix.ssim(sr_y, hr_y, max_val=PIXEL_MAX, filter_size=SSIM_WINDOW,
+                        filter_sigma=SSIM_SIGMA, k1=SSIM_K1, k2=SSIM_K2, return_map=True)
+    return squared, ssim_map[..., 0]
+

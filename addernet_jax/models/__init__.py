@@ -25,6 +25,7 @@ from addernet_jax.models.cifar_resnet import BasicBlock, CifarResNet
 from addernet_jax.models.imagenet_resnet import Bottleneck, ImageNetResNet
 from addernet_jax.models.lenet import LeNet5
 from addernet_jax.models.lenetpp import LeNetPP
+from addernet_jax.models.sr import EDSR, VDSR, edsr_baseline, edsr_full
 from addernet_jax.models.vgg import VGG19Small, VGGSmall
 
 
@@ -48,6 +49,7 @@ class ModelInfo:
 
 
 _CIFAR, _MNIST, _IMAGENET = (32, 32, 3), (28, 28, 1), (224, 224, 3)
+_SR_LR, _SR_FIELDS = (360, 640, 3), ("scale", "per_channel_alpha")
 
 MODELS: dict[str, ModelInfo] = {
     "resnet20": ModelInfo(functools.partial(CifarResNet, 20), _CIFAR, 10),
@@ -61,6 +63,11 @@ MODELS: dict[str, ModelInfo] = {
     "resnet18": ModelInfo(functools.partial(ImageNetResNet, 18), _IMAGENET, 1000),
     "resnet34": ModelInfo(functools.partial(ImageNetResNet, 34), _IMAGENET, 1000),
     "resnet50": ModelInfo(functools.partial(ImageNetResNet, 50), _IMAGENET, 1000),
+    # AdderSR (ADDERSR.md 3): LR RGB in, SR RGB out; input_shape is the LR size that count_ops.py
+    # states (x2 -> a 1280x720 output, the size SR papers count operations at).
+    "vdsr": ModelInfo(VDSR, _SR_LR, 0, "super_resolution", _SR_FIELDS + ("colour",)),
+    "edsr_baseline": ModelInfo(edsr_baseline, _SR_LR, 0, "super_resolution", _SR_FIELDS),
+    "edsr": ModelInfo(edsr_full, _SR_LR, 0, "super_resolution", _SR_FIELDS),
 }
 
 
@@ -124,10 +131,12 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "CifarResNet",
+    "EDSR",
     "ImageNetResNet",
     "LeNet5",
     "LeNetPP",
     "ModelInfo",
+    "VDSR",
     "VGG19Small",
     "VGGSmall",
     "abstract_from_spec",
