@@ -2,6 +2,7 @@
 
     classification   cross-entropy training of one classifier (AdderNet or CNN)
     distillation     PKKD: an AdderNet distilled from a CNN trained with it (PKKD.md)
+    super_resolution L1 training of an SR model (AdderSR VDSR / EDSR or their CNNs), PSNR
 
 Each is a `tasks.base.Task`: its pipelines, train state, train step, evaluation, best metric and
 config checks. The generic loop (`addernet_jax.training.loop`) runs any of them unchanged.
@@ -21,6 +22,7 @@ from addernet_jax.tasks.base import (
 )
 from addernet_jax.tasks.classification import Classification
 from addernet_jax.tasks.distillation import Distillation
+from addernet_jax.tasks.super_resolution import SuperResolution
 
 TASKS: dict[str, type[Task]] = {}
 
@@ -48,6 +50,7 @@ def task_for_model(model_task: str) -> type[Task]:
 
 
 register_task(Classification)
+register_task(SuperResolution)
 register_task(Distillation)
 
 __all__ = [
@@ -58,6 +61,7 @@ __all__ = [
     "ConfigError",
     "EvalData",
     "Pipelines",
+    "SuperResolution",
     "Task",
     "evaluate_set",
     "get_task",
