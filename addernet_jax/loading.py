@@ -19,7 +19,6 @@ Reading never writes to the checkpoint, and every array is checked on the way in
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -123,7 +122,7 @@ def _spec_from_meta(meta: dict, key: str, where: str) -> dict:
 
 def _spec_from_info(info: dict, where: str) -> dict:
     try:
-        return model_spec(info["model"], info["variant"],
+        return model_spec(info["model"], info.get("variant", "adder"),
                           **{k: v for k, v in info.items() if k not in ("model", "variant")
                              and isinstance(v, int | float | str)})
     except (TypeError, ValueError) as e:
@@ -166,7 +165,7 @@ def _restore_from_workdir(ref: CheckpointRef, impl: str, sharding) -> tuple[nnx.
         return model
 
     with WorkdirReader(ref.path) as reader:
-        step, model = reader.latest_readable(read, prefer=ref.step, log=logging.warning)
+        step, model = reader.latest_readable(read, prefer=ref.step)
     return model, step
 
 

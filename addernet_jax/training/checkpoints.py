@@ -11,10 +11,14 @@ writes.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import grain.checkpoint as grain_checkpoint
+import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
@@ -31,6 +35,10 @@ from addernet_jax.runtime.checkpoints import (
     checkpoints_dir,
     first_line,
 )
+
+# Room a checkpoint needs beyond its arrays' bytes: orbax's metadata, the iterator and meta JSON,
+# and the temporary copy of the files it renames into place.
+SPACE_OVERHEAD_BYTES = 1 << 20
 
 RANKING_KEY = "value"  # the metric orbax ranks steps by, stored with each evaluated step
 
@@ -98,6 +106,7 @@ class TrainingCheckpoints:
           meta: JSON-able meta (step, config, best metric, model specs, ...).
           value: the evaluation metric of this step, or None.
         """
+        self._check_free_space(state)
         self.manager.save(
             step,
             args=ocp.args.Composite(**{
@@ -108,6 +117,21 @@ class TrainingCheckpoints:
             force=True,
         )
         self.manager.wait_until_finished()
+
+    def _check_free_space(self, state: dict) -> None:
+        """Refuses a save that cannot fit before any of it is written.
+
+        A write that runs out of space midway fails inside orbax while tensorstore still holds
+        the step's other writes, which then print tracebacks from tensorstore's threads; a full
+        disk is better reported once, before the first byte (the previous checkpoints are
+        untouched either way)."""
+        needed = sum(leaf.nbytes for leaf in jax.tree.leaves(_as_pure(state))
+                     if hasattr(leaf, "nbytes")) + SPACE_OVERHEAD_BYTES
+        free = shutil.disk_usage(self.directory if self.directory.exists()
+                                 else self.directory.parent).free
+        if free < needed:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
+                          f"{self.directory} ({free} bytes free, a checkpoint needs {needed})")
 
     def restore(self, step: int, state: dict, data_iterator, sharding=None) -> dict:
         """Restores `step` into `state` ({name: nnx.State}, in place) and the iterator; returns
