@@ -314,6 +314,11 @@ def format_comparison(name: str, counts: dict[str, OpCount], table: EnergyTable 
     `shift_pj` pJ each or not priced when None)."""
     pricing = _Pricing(table, shift_pj)
     rows = {variant: _rows(count) for variant, count in counts.items()}
+    # Row names in order of first appearance: a group one variant lacks (the AdderSR units'
+    # BatchNorm has no counterpart in the CNN) is a zero row there.
+    names_in_order = list(dict.fromkeys(row for variant_rows in rows.values()
+                                        for row in variant_rows if row not in ("total", "paper")))
+    names_in_order += ["total", "paper"]
     fields = ["mults", "adds", "params"]
     if any(count.total().shifts for count in counts.values()):
         fields.insert(2, "shifts")
@@ -323,13 +328,13 @@ def format_comparison(name: str, counts: dict[str, OpCount], table: EnergyTable 
     columns = f"{'group':<10}" + f" | {names} {'uJ':>11}" * len(counts)
     lines = [_title(name, next(iter(counts.values())).input_shape, pricing), header, columns,
              "-" * len(columns)]
-    for row in rows[next(iter(counts))]:
+    for row in names_in_order:
         if row == "total":
             lines.append("-" * len(columns))
         cells = "".join(
             " | " + " ".join(f"{_si(getattr(c, f)):>9}" for f in fields)
             + f" {_energy_cell(c, pricing):>11}"
-            for c in (rows[v][row] for v in counts))
+            for c in (rows[v].get(row, Counts()) for v in counts))
         lines.append(f"{row:<10}{cells}")
     lines.append("total: conv/adder/fc with bias + BN (1 mul + 1 add per output); paper: "
                  "conv/adder/shift/fc MACs only (adder MAC = 2 adds, shift MAC = 1 shift + 1 add)")

@@ -229,3 +229,14 @@ def test_cli_unknown_model(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "unknown model 'resnet21'" in err and "resnet20" in err and "lenet5" in err
+
+
+def test_table_with_a_group_one_variant_lacks():
+    # AdderSR units have BatchNorm, the CNN VDSR has none: the table shows a zero row there.
+    from addernet_jax.opcount import format_comparison
+
+    counts = compare_variants("vdsr", input_size=24)
+    table = format_comparison("vdsr", counts)
+    batchnorm = next(line for line in table.splitlines() if line.startswith("batchnorm"))
+    adder_cells, cnn_cells = batchnorm.split("|")[1:3]
+    assert adder_cells.split()[0] != "0" and cnn_cells.split()[:3] == ["0", "0", "0"]
