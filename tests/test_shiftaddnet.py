@@ -265,10 +265,8 @@ def test_step_decay_at_the_start_of_epochs_80_and_120():
     np.testing.assert_allclose(rates, [0.1, 0.1, 0.01, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="optim/schedule.py step_decay: optax's piecewise schedule "
-                   "computes `boundary - count`, which wraps around for nnx.Optimizer's uint32 "
-                   "step; the rate returns to the base after each boundary step")
 def test_step_decay_with_the_optimizers_step_counter():
+    # nnx.Optimizer's step is uint32; optax's piecewise schedule subtracts it from the boundaries.
     spe, config = 5, load_config("shiftaddnet_tiny")
     counts = [jnp.asarray(c, jnp.uint32) for c in (9, 10, 11, 14, 15, 16)]
     rates = recipe_rates(config, spe, counts)

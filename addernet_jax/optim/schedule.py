@@ -49,9 +49,14 @@ def per_epoch_cosine(
 
 
 def step_decay(base_lr: float, *, boundaries: list[int], decay_factor: float) -> optax.Schedule:
-    """base_lr * decay_factor^k after the k-th of the (sorted) step `boundaries`."""
+    """base_lr * decay_factor^k after the k-th of the (sorted) step `boundaries`.
+
+    The step is taken as int32 first: optax's piecewise schedule computes `boundary - count`,
+    which wraps around for an unsigned counter (nnx.Optimizer's step is uint32), so the rate
+    read from it would return to `base_lr` after every boundary."""
     scales = {int(b): decay_factor for b in sorted(boundaries) if b > 0}
-    return optax.piecewise_constant_schedule(base_lr, scales)
+    schedule = optax.piecewise_constant_schedule(base_lr, scales)
+    return lambda count: schedule(jnp.asarray(count, jnp.int32))
 
 
 SCHEDULES = ("per_epoch_cosine", "constant", "multistep")
