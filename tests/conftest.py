@@ -51,3 +51,11 @@ def indexed_source():
     images[:, 0, 0, 0] = np.arange(n) // 256
     images[:, 0, 1, 0] = np.arange(n) % 256
     return ArraySource(images, np.arange(n) % 10, name="indexed")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_code():
+    """Drops JAX's compiled executables after each test file: a whole-suite worker otherwise
+    keeps every file's programs (about 12 GB by the end), and two workers share 24 GB."""
+    yield
+    jax.clear_caches()
