@@ -1,7 +1,7 @@
 """PKKD ResNet-20 in the CPU-sized setting of configs/cifar10_resnet20_quick.py: 5 epochs on a
 fixed 10,000-image CIFAR-10 subset (per-epoch cosine with period 6), evaluated on all 10,000 test
 images, PKKD at the spec's defaults (fields: pkkd_cifar10_resnet20.py). The comparison with the
-plain AdderNet at this budget is in benchmarks/drafts/pkkd.md.
+plain AdderNet at this budget is in benchmarks/RESULTS.md, "PKKD".
 
     python train.py --config configs/pkkd_cifar10_resnet20_quick.py --workdir runs/pkkd_quick_s0 \
         --config.seed=0

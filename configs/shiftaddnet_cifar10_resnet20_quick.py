@@ -1,5 +1,5 @@
 """ResNet-20 on a fixed 10,000-image CIFAR-10 subset for 5 epochs with ShiftAddNet's recipe, every
-layer kind: the CPU-sized comparison of benchmarks/drafts/shiftadd.md, not a reproduction.
+layer kind: the CPU-sized comparison of benchmarks/RESULTS.md ("ShiftAddNet"), not a reproduction.
 
     python train.py --config configs/shiftaddnet_cifar10_resnet20_quick.py:shiftadd \
         --workdir runs/sa_quick_shiftadd --config.data.local_path=../shared/data/cifar10-jpeg
@@ -12,8 +12,9 @@ decay scaled to 5 epochs: 160 epochs decay x0.1 at 80 and 120 (50% / 25% / 25% o
 epochs 3 and 4 (0-based: 3 epochs at 0.1, 1 at 0.01, 1 at 0.001), the epoch-aligned split
 nearest to the original proportions. The end-of-epoch re-projection runs after each of the 5.
 
-Measured on the project's 2-core CPU (benchmarks/drafts/shiftadd.md): test top-1 after 5 epochs
-36.18% for :shiftadd (69 train images/s), 27.24% for :deepshift; :adder and :cnn not yet run.
+Measured on the project's 2-core CPU (benchmarks/RESULTS.md, "ShiftAddNet"): test top-1 after
+5 epochs 36.18% for :shiftadd (69 train images/s), 27.24% for :deepshift; :adder and :cnn not
+yet run with this recipe.
 """
 
 from configs import shiftaddnet_cifar10_resnet20 as shiftaddnet

@@ -1,5 +1,5 @@
-"""AdderSR VDSR x2 trained on a CPU in about 30 minutes: patches of the B100 HR images (with
-their shipped bicubic LR images), evaluated on Set5 and Set14 (benchmarks/drafts/sr.md).
+"""AdderSR VDSR x2 sized for a CPU: patches of the B100 HR images (with their shipped bicubic LR
+images), evaluated on Set5 and Set14 (a 50-step run: benchmarks/RESULTS.md, "AdderSR").
 
     flock /tmp/addernet-realrun.lock python train.py --config configs/sr_vdsr_x2_cpu.py \
         --workdir runs/sr_vdsr_x2_cpu --config.num_train_steps=N

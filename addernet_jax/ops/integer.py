@@ -23,7 +23,7 @@ Three implementations:
                csrc/adder_sad.cc), on CPUs with AVX-512BW; built on first use (sad_kernel.py).
 'auto' is 'ffi' where that kernel runs, else 'shifted' (`select_int_implementation`).
 
-Speed (benchmarks/integer_adder.py, benchmarks/drafts/int8.md): XLA never emits vpsadbw for
+Speed (benchmarks/integer_adder.py, benchmarks/RESULTS.md): XLA never emits vpsadbw for
 this pattern, and 'shifted' spends three vector instructions (vpsubw, vpabsw, vpaddw) per 32
 terms, so over ResNet-20's adder layers it takes about 0.6x the time of the float32 adder but
 1.8x that of the float32 `lax.conv`; 'ffi' spends about one instruction pair per 64 terms and
