@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from timing import best_seconds
+from timing import best_seconds, cpu_description, cpu_line
 
 from addernet_jax.ops import IMPLEMENTATIONS, adder2d
 
@@ -235,6 +235,7 @@ def fmt(value, spec: str) -> str:
 def print_table(rows: list[dict], totals: list[dict]) -> None:
     header = (f"{'layer':20} {'n':>2} {'method':15} {'fwd ms':>9} {'x conv':>7} "
               f"{'fwd+bwd ms':>11} {'x conv':>7} {'MiB f+b':>9} {'official/this':>14}")
+    print(cpu_line())
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -258,7 +259,8 @@ def print_table(rows: list[dict], totals: list[dict]) -> None:
 def environment() -> dict:
     info = {"jax": jax.__version__, "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count(),
-            "machine": platform.machine(), "processor": platform.processor()}
+            "machine": platform.machine(), "processor": platform.processor(),
+            **cpu_description()}
     if torch_available():
         import torch
         info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())

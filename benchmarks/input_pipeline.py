@@ -22,6 +22,8 @@ import platform
 import time
 from pathlib import Path
 
+from timing import cpu_description, cpu_line
+
 from addernet_jax.data import get_source, get_transforms, make_train_loader
 
 SHARED = Path(os.environ.get("ADDERNET_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -79,6 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     rows = []
+    print(cpu_line())
     print(f"{'pipeline':<14} {'workers':>7} {'batches':>7} {'seconds':>8} {'images/s':>10}")
     for name in args.pipelines.split(","):
         for workers in (int(w) for w in args.workers.split(",")):
@@ -95,7 +98,8 @@ def main(argv=None) -> int:
                 f"{row['images_per_s']:>10.0f}",
                 flush=True,
             )
-    report = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "runs": rows}
+    report = {"cpu_count": os.cpu_count(), "platform": platform.platform(), **cpu_description(),
+              "runs": rows}
     with open(args.json, "w") as f:
         json.dump(report, f, indent=1)
     print(f"\nwrote {args.json}")

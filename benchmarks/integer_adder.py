@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import re
 import sys
 import time
@@ -42,6 +41,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import timing
 from adder_layer import LayerShape, environment, resnet20_shapes
 from flax import nnx
 from jax import lax
@@ -69,34 +69,9 @@ SUITES = {"resnet20": resnet20_shapes, "lenet5": lenet5_shapes}
 
 
 def cpu_description() -> dict:
-    """CPU model, its AVX-512 features, the vector width XLA:CPU was asked to use, and whether
-    the vpsadbw kernel runs here."""
-    model, flags = platform_cpu_model(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    found = re.search(r"xla_cpu_prefer_vector_width=(\d+)", os.environ.get("XLA_FLAGS", ""))
-    return {"cpu_model": model, "cores": os.cpu_count(),
-            "avx512": sorted(f for f in flags if f.startswith("avx512")),
-            "vector_width_bits": int(found.group(1)) if found else 256,
+    """`timing.cpu_description()` and whether the vpsadbw kernel runs here."""
+    return {**timing.cpu_description(),
             "int8_kernel": sad_kernel.unavailable_reason() or "vpsadbw kernel (ffi)"}
-
-
-def platform_cpu_model() -> str:
-    """The 'model name' line of /proc/cpuinfo, or 'unknown'."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def make_operands(shape: LayerShape, seed: int = 0):

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from timing import best_seconds
+from timing import best_seconds, cpu_description, cpu_line
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from addernet_jax.tasks import Classification, Distillation, jit_train_step  # noqa: E402
@@ -141,6 +141,7 @@ def parse_args(argv):
 def print_report(report: dict) -> None:
     adder, cnn = report["adder"], report["cnn"]
     official = report.get("official_train")
+    print(cpu_line())
     print(f"ResNet-20 training step, batch {report['batch_size']} "
           f"({jax.device_count()} device(s), {os.cpu_count()} CPU cores)")
     print(f"{'variant':28} {'images/s':>9} {'step ms':>9} {'compile s':>10} {'work MiB':>9}")
@@ -183,7 +184,8 @@ def main(argv=None) -> int:
         torch_child(args.torch_child, args.batch_size, args.repeats)
         return 0
     report = {"batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size,
-              "jax": jax.__version__, "devices": jax.device_count(), "cpus": os.cpu_count()}
+              "jax": jax.__version__, "devices": jax.device_count(), "cpus": os.cpu_count(),
+              **cpu_description()}
     report["adder"] = jax_train_step("adder", args.batch_size, args.repeats, args.impl)
     report["cnn"] = jax_train_step("cnn", args.batch_size, args.repeats)
     if not args.skip_pkkd:

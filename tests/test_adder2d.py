@@ -93,6 +93,7 @@ IMPL_VARIANTS = [(impl, None) for impl in IMPLS] + [("shifted", 4)]
 def test_forward_and_grads_match_float64_numpy(impl, budget, shape, monkeypatch):
     if budget is not None:
         monkeypatch.setattr(shifted, "TERM_BUDGET", budget)
+        monkeypatch.setattr(shifted, "WHOLE_KERNEL_TERMS", 0)
     x, w = random_operands(shape)
     stride, pad = shape[6], shape[7]
     expected = numpy_forward(x, w, stride, pad)
@@ -239,3 +240,13 @@ def test_auto_runs_the_documented_choice():
     assert chosen == "shifted"
     np.testing.assert_array_equal(adder2d(x, w, padding=1),
                                   adder2d(x, w, padding=1, impl=chosen))
+
+
+def test_few_channel_kernels_are_fused_whole():
+    """Blocks of fewer than TERM_BUDGET terms do not vectorise: a kernel with few channels is one
+    loop body when it fits WHOLE_KERNEL_TERMS (LeNet-5's 5x5x6 conv2), chunked otherwise."""
+    budget, whole = shifted.TERM_BUDGET, shifted.WHOLE_KERNEL_TERMS
+    assert shifted._channel_chunk(5, 5, 6, budget, whole) is None
+    assert shifted._channel_chunk(3, 3, 16, budget, whole) == 16  # ResNet shapes: unchanged
+    assert shifted._channel_chunk(3, 3, 64, budget, whole) == 16
+    assert shifted._channel_chunk(7, 7, 5, budget, whole) == 5  # 245 terms: per-tap blocks

@@ -24,6 +24,7 @@ from addernet_jax.layers.base import (
     register_layer_kind,
     register_op_counter,
 )
+from addernet_jax.ops.few_channel_conv import few_channel_conv
 from addernet_jax.ops.geometry import PaddingLike
 
 
@@ -44,7 +45,9 @@ def conv2d(
 
     `nnx.Conv` reads an int `kernel_size` as a 1-D kernel (it would convolve W only and treat H
     as a batch axis), so the size is always given as (k, k) here. `impl` (an adder option) is
-    accepted and ignored so that every layer kind's builder has one signature.
+    accepted and ignored so that every layer kind's builder has one signature. The convolution
+    runs through `few_channel_conv` (`lax.conv_general_dilated` except for few-channel layers
+    on the CPU, where the shifted-window form is faster).
     """
     del impl
     return nnx.Conv(
@@ -56,6 +59,7 @@ def conv2d(
         use_bias=use_bias,
         kernel_init=kernel_init,
         bias_init=bias_init,
+        conv_general_dilated=few_channel_conv,
         rngs=rngs,
     )
 

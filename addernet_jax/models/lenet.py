@@ -26,6 +26,7 @@ from addernet_jax.models.common import (
     flatten_channels_first,
     make_kept_conv,
     make_layer,
+    max_pool_2x2,
     torch_default_bias_init,
     torch_default_kernel_init,
 )
@@ -66,8 +67,8 @@ class LeNet5(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """(N, 28, 28, 1) images -> (N, num_classes) logits."""
-        x = nnx.max_pool(nnx.relu(self.bn1(self.conv1(x))), (2, 2), strides=(2, 2))
-        x = nnx.max_pool(nnx.relu(self.bn2(self.conv2(x))), (2, 2), strides=(2, 2))
+        x = max_pool_2x2(nnx.relu(self.bn1(self.conv1(x))))
+        x = max_pool_2x2(nnx.relu(self.bn2(self.conv2(x))))
         x = flatten_channels_first(x)[:, None, None, :]  # (N, 1, 1, 400)
         x = nnx.relu(self.bn3(self.fc1(x)))
         x = nnx.relu(self.bn4(self.fc2(x)))

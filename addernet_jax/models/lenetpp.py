@@ -33,6 +33,7 @@ from addernet_jax.models.common import (
     flatten_channels_first,
     make_kept_conv,
     make_layer,
+    max_pool_2x2,
     torch_default_bias_init,
     torch_default_kernel_init,
 )
@@ -102,7 +103,7 @@ class LeNetPP(nnx.Module):
             conv, bn, act = (getattr(self, f"{kind}{name}") for kind in ("conv", "bn", "prelu"))
             x = act(bn(conv(x)))
             if index % 2 == 1:  # after each pair
-                x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool_2x2(x)
         return self.prelu_fc1(self.fc1(flatten_channels_first(x)))
 
     def classify(self, features: jax.Array) -> jax.Array:

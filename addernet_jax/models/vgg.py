@@ -45,6 +45,7 @@ from addernet_jax.models.common import (
     kaiming_normal_fan_out,
     make_kept_conv,
     make_layer,
+    max_pool_2x2,
     torch_default_bias_init,
     torch_default_kernel_init,
 )
@@ -96,7 +97,7 @@ class VGGSmall(nnx.Module):
         for index, (_, _, pool) in enumerate(ADDER_LAYERS, start=1):
             x = getattr(self, f"conv{index}")(x)
             if pool:
-                x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool_2x2(x)
             x = nnx.relu(getattr(self, f"bn{index}")(x))
         return self.fc(flatten_channels_first(x))
 
@@ -104,11 +105,6 @@ class VGGSmall(nnx.Module):
 # Configuration E (VGG-19's conv stack): output channels of each 3x3 conv, 'M' a 2x2 max-pool.
 VGG19_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
                 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
-
-
-def max_pool_2x2(x: jax.Array) -> jax.Array:
-    """nn.MaxPool2d(kernel_size=2, stride=2) on an NHWC batch."""
-    return nnx.max_pool(x, (2, 2), strides=(2, 2))
 
 
 def _vgg19_op_groups() -> dict[str, str]:
