@@ -25,6 +25,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.data_dir = ""  # tfds data_dir ("" = tfds default)
     config.data.train_subset = 0  # > 0: train on a fixed class-balanced subset of this size
     config.data.image_size = 0  # > 0: ImageNet crop size (224 when 0)
+    # Training augmentation: "" = the dataset's preset (transforms.py); MNIST also "affine"
+    # (random rotation, scale and shift, the affine_* fields) or "none".
+    config.data.augmentation = ""
+    config.data.affine_degrees = 10.0
+    config.data.affine_translate = 0.1  # fraction of the width and height
+    config.data.affine_scale = (0.9, 1.1)
     config.data.worker_count = 0  # grain worker processes (0: threads in this process)
 
     config.optimizer = ml_collections.ConfigDict()

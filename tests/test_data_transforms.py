@@ -149,3 +149,28 @@ def test_random_resized_crop_output():
 def test_get_transforms_unknown_dataset():
     with pytest.raises(ValueError, match="'svhn'.*cifar10"):
         get_transforms("svhn", train=True)
+
+
+def test_random_affine_identity_shift_and_clockwise_rotation():
+    image = np.random.default_rng(0).integers(0, 256, (28, 28, 1), dtype=np.uint8)
+    out = T.RandomAffine(0.0).random_map({"image": image}, np.random.default_rng(1))["image"]
+    np.testing.assert_array_equal(out, image)
+
+    def apply(img, angle, shift):
+        coefficients = T.inverse_affine_matrix((14.0, 14.0), angle, shift, 1.0)
+        return np.asarray(Image.fromarray(img).transform(
+            (28, 28), Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR))
+
+    np.testing.assert_array_equal(apply(image[..., 0], 0.0, (3, -2))[:26, 3:], image[2:, :25, 0])
+    dot = np.zeros((28, 28), np.uint8)
+    dot[2, 20] = 255  # top right; clockwise by 90 degrees it goes to the bottom right
+    assert np.argwhere(apply(dot, 90.0, (0, 0)) > 128).tolist() == [[20, 25]]
+
+
+def test_mnist_affine_augmentation_and_unknown_names():
+    affine = get_transforms("mnist", train=True, augmentation="affine", degrees=5.0)
+    assert isinstance(affine[0], T.RandomAffine) and affine[0].degrees == 5.0
+    assert len(get_transforms("mnist", train=False, augmentation="affine")) == 1  # eval: same
+    assert len(get_transforms("mnist", train=True, augmentation="none")) == 1
+    with pytest.raises(ValueError, match="unknown augmentation 'affine' for cifar10"):
+        get_transforms("cifar10", train=True, augmentation="affine")

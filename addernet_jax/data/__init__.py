@@ -57,7 +57,7 @@ from addernet_jax.data.sr import (
     div2k_source,
 )
 from addernet_jax.data.sr_transforms import sr_eval_transforms, sr_train_transforms
-from addernet_jax.data.transforms import get_transforms
+from addernet_jax.data.transforms import augmentation_choices, get_transforms
 
 __all__ = [
     "DATASETS",
@@ -75,6 +75,7 @@ __all__ = [
     "div2k_source",
     "downscale",
     "get_source",
+    "augmentation_choices",
     "get_transforms",
     "imresize",
     "load_cifar_batches",

@@ -126,6 +126,43 @@ class RandomResizedCrop(grain.transforms.RandomMap):
         return _with_image(element, resize(crop, self.size, self.size))
 
 
+def inverse_affine_matrix(
+    center: tuple[float, float], angle: float, translate: tuple[float, float], scale: float
+) -> tuple[float, ...]:
+    """PIL's AFFINE coefficients (output pixel -> input pixel) of a rotation by `angle` degrees
+    clockwise and a scaling about `center`, then a translation: the inverse of
+    T * C * R * S * C^-1, as torchvision's `affine` builds it (no shear)."""
+    rot = math.radians(angle)
+    cos, sin = math.cos(rot) / scale, math.sin(rot) / scale
+    (cx, cy), (tx, ty) = center, translate
+    # (R S)^-1 = [[cos, sin], [-sin, cos]] / scale, applied to (x - cx - tx, y - cy - ty), + C
+    return (cos, sin, cx - cos * (cx + tx) - sin * (cy + ty),
+            -sin, cos, cy + sin * (cx + tx) - cos * (cy + ty))
+
+
+class RandomAffine(grain.transforms.RandomMap):
+    """torchvision `RandomAffine(degrees, translate, scale)` without shear: a rotation uniform in
+    [-degrees, degrees], a scale uniform in `scale`, whole-pixel shifts up to `translate` times
+    the width and height, about the image centre, bilinear, zero fill."""
+
+    def __init__(self, degrees: float, translate=(0.0, 0.0), scale=(1.0, 1.0)):
+        self.degrees, self.translate, self.scale = float(degrees), tuple(translate), tuple(scale)
+
+    def random_map(self, element: Record, rng: np.random.Generator) -> Record:
+        image = element["image"]
+        h, w = image.shape[:2]
+        angle = rng.uniform(-self.degrees, self.degrees)
+        shift = (int(round(rng.uniform(-1, 1) * self.translate[0] * w)),
+                 int(round(rng.uniform(-1, 1) * self.translate[1] * h)))
+        scale = rng.uniform(*self.scale)
+        coefficients = inverse_affine_matrix((w * 0.5, h * 0.5), angle, shift, scale)
+        squeeze = image.shape[-1] == 1
+        pil = Image.fromarray(image[..., 0] if squeeze else image)
+        out = np.asarray(pil.transform((w, h), Image.Transform.AFFINE, coefficients,
+                                       resample=Image.Resampling.BILINEAR, fillcolor=0))
+        return _with_image(element, out[..., None] if squeeze else out)
+
+
 class Resize(grain.transforms.Map):
     """torchvision `Resize(size)` with an int size: the shorter side becomes `size`.
 
@@ -194,6 +231,14 @@ def mnist_train_transforms() -> list[grain.transforms.Transformation]:
     return [RandomCrop(28, padding=2), Normalize(MNIST_MEAN, MNIST_STD)]
 
 
+def mnist_affine_transforms(
+    degrees: float = 10.0, translate: float = 0.1, scale=(0.9, 1.1)
+) -> list[grain.transforms.Transformation]:
+    """MNIST training with random rotations, scalings and shifts (RandomAffine), then Normalize
+    (an alternative to the 2-pixel shifts: `config.data.augmentation = 'affine'`)."""
+    return [RandomAffine(degrees, (translate, translate), scale), Normalize(MNIST_MEAN, MNIST_STD)]
+
+
 def mnist_transforms() -> list[grain.transforms.Transformation]:
     """MNIST evaluation: scaling and Normalize((0.1307,), (0.3081,))."""
     return [Normalize(MNIST_MEAN, MNIST_STD)]
@@ -219,16 +264,34 @@ _PRESETS = {
 }
 
 
+# Training augmentations other than a dataset's preset ("" or "preset"): name -> builder.
+AUGMENTATIONS = {
+    "mnist": {"affine": mnist_affine_transforms, "none": mnist_transforms},
+}
+
+
+def augmentation_choices(dataset: str) -> list[str]:
+    """The values `config.data.augmentation` may take for `dataset`."""
+    return ["", "preset", *AUGMENTATIONS.get(dataset, {})]
+
+
 def get_transforms(
-    dataset: str, *, train: bool, image_size: int = 0
+    dataset: str, *, train: bool, image_size: int = 0, augmentation: str = "", **options
 ) -> list[grain.transforms.Transformation]:
     """The preset transforms of `dataset` for training (`train=True`) or evaluation.
 
     `image_size` > 0 changes the ImageNet crop (224) and, for evaluation, resizes to
     image_size * 256 / 224 first, as the official ratio (small inputs for tests and smoke runs).
+    `augmentation` names another training augmentation of `AUGMENTATIONS` (its keyword
+    `options`, e.g. degrees=10.0 for 'affine'); evaluation transforms never change.
     """
     if dataset not in _PRESETS:
         raise ValueError(f"no transforms for dataset {dataset!r}; choices: {sorted(_PRESETS)}")
+    if augmentation not in augmentation_choices(dataset):
+        raise ValueError(f"unknown augmentation {augmentation!r} for {dataset}; choices: "
+                         f"{augmentation_choices(dataset)}")
+    if train and augmentation not in ("", "preset"):
+        return AUGMENTATIONS[dataset][augmentation](**options)
     if image_size and dataset == "imagenet2012":
         if train:
             return imagenet_train_transforms(image_size)

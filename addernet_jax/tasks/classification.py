@@ -78,6 +78,8 @@ def check_data_config(config) -> None:
                 f"config.data.local_path = {config.data.local_path!r} is not a directory "
                 "(needed when config.data.source = 'local')")
     require(config.data.train_subset >= 0, "config.data.train_subset must be >= 0")
+    one_of(config.data.get("augmentation", ""), data.augmentation_choices(config.data.dataset),
+           "data.augmentation")
 
 
 def check_model_config(section, field: str = "model") -> None:
@@ -95,6 +97,16 @@ def check_optimizer_config(config) -> None:
     one_of(config.schedule.name, SCHEDULES, "schedule.name")
 
 
+def augmentation_options(data_config) -> dict:
+    """`get_transforms` keywords of `config.data`: the augmentation and, for 'affine', its
+    ranges (configs written before the field existed train with the preset)."""
+    name = data_config.get("augmentation", "")
+    if name != "affine":
+        return {"augmentation": name}
+    return {"augmentation": name, "degrees": data_config.affine_degrees,
+            "translate": data_config.affine_translate, "scale": tuple(data_config.affine_scale)}
+
+
 def classification_pipelines(config) -> Pipelines:
     """Training batches and the test set of `config.data` for this process."""
     dataset = config.data.dataset
@@ -107,7 +119,8 @@ def classification_pipelines(config) -> Pipelines:
     size = config.data.image_size
     train = data.make_train_loader(
         train_source, global_batch_size=config.batch_size, seed=config.seed,
-        transforms=data.get_transforms(dataset, train=True, image_size=size),
+        transforms=data.get_transforms(dataset, train=True, image_size=size,
+                                       **augmentation_options(config.data)),
         subset=config.data.train_subset or None, **shard)
     eval_batch_size = parallel.device_multiple(config.eval_batch_size)
     evaluation = data.make_eval_loader(
