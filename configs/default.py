@@ -52,6 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.schedule.decay_factor = 0.1  # ... by this
     config.schedule.every_steps = 0  # "multistep" with > 0: decay every this many steps instead
 
+    config.label_smoothing = 0.0  # > 0: training targets smoothed towards uniform (not official)
     config.seed = 0
     config.batch_size = 256  # global, over all devices and processes
     config.eval_batch_size = 100  # official test batch; any size gives the same numbers

@@ -174,3 +174,16 @@ def test_init_from_a_checkpoint_of_another_model_names_the_mismatch(tmp_path):
     config.init_from = str(tmp_path / "init")
     with pytest.raises(ValueError, match=r"mis-shaped \['fc3/bias: \(10,\) vs model \(100,\)"):
         create_model_and_optimizer(config, 100, steps_per_epoch=1)
+
+
+def test_label_smoothing_loss_matches_numpy():
+    from addernet_jax.tasks.classification import cross_entropy, training_loss
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, 5)
+    np.testing.assert_array_equal(training_loss(logits, labels), cross_entropy(logits, labels))
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    targets = np.full((5, 10), 0.1 / 10) + 0.9 * np.eye(10)[labels]
+    np.testing.assert_allclose(training_loss(logits, labels, 0.1), -(targets * log_p).sum(-1),
+                               rtol=1e-5)

@@ -47,6 +47,15 @@ def cross_entropy(logits, labels):
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
+def training_loss(logits, labels, label_smoothing: float = 0.0):
+    """Per-example training loss: cross-entropy, against labels smoothed towards the uniform
+    distribution by `label_smoothing` when it is > 0 (Szegedy et al. 2016; optax.smooth_labels)."""
+    if not label_smoothing:
+        return cross_entropy(logits, labels)
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
 def classification_sums(logits, labels, mask) -> dict[str, jax.Array]:
     """Sums over the real (mask == True) examples: correct top-1 and top-5, loss, count."""
     logits, mask = logits.astype(jnp.float32), mask.astype(jnp.float32)
@@ -153,6 +162,8 @@ class Classification(Task):
         check_model_config(config.model)
         check_data_config(config)
         check_optimizer_config(config)
+        require(0.0 <= config.get("label_smoothing", 0.0) < 1.0,
+                "config.label_smoothing must be in [0, 1)")
         info = get_model_info(config.model.name)
         require(info.task == "classification",
                 f"config.model.name = {config.model.name!r} is a {info.task} model, not a "
@@ -183,9 +194,11 @@ class Classification(Task):
         model, optimizer = state["model"], state["optimizer"]
         model.train()
 
+        smoothing = self.config.get("label_smoothing", 0.0)
+
         def loss_fn(model):
             logits = model(batch["image"])
-            return cross_entropy(logits, batch["label"]).mean(), logits
+            return training_loss(logits, batch["label"], smoothing).mean(), logits
 
         learning_rate = self.schedule(optimizer.step[...])
         (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
