@@ -15,62 +15,31 @@ from __future__ import annotations
 import sys
 
 from addernet_jax.cli.common import UsageError, make_parser, run_main
+from addernet_jax.cli.op_flags import add_op_flags, check_op_flags, energy_table
 from addernet_jax.figures import plot_ops
 from addernet_jax.figures.ops import COUNT_CONVENTIONS
 from addernet_jax.figures.render import DEFAULT_DPI, FigureInputError, check_output
-from addernet_jax.layers import EnergyTable, layer_kinds
-from addernet_jax.models import get_model_info, list_models
 from addernet_jax.opcount import compare_variants
 
 PROGRAM = "plot_ops.py"
 EPILOG = "exit status: 0 done, 2 usage error (a bad flag, model, variant or output path)"
 
 
-def _energy(value: str) -> float:
-    number = float(value)
-    if not number >= 0:
-        raise ValueError(value)
-    return number
-
-
 def parse_flags(argv=None):
     parser = make_parser(PROGRAM, __doc__.split("\n")[0], EPILOG)
-    parser.add_argument("--model", required=True, help=f"one of: {', '.join(list_models())}")
-    parser.add_argument("--variants", default="adder,cnn",
-                        help="comma-separated layer kinds, or 'all' (default adder,cnn; kinds: "
-                        f"{', '.join(layer_kinds())})")
-    parser.add_flag("--num-classes", type=int, help="default: the model's dataset")
-    parser.add_flag("--input-size", type=int, help="image height = width (default: dataset)")
-    for op, default in (("add", EnergyTable.add_pj), ("mul", EnergyTable.mul_pj)):
-        parser.add_flag(f"--energy-{op}", type=_energy, default=default,
-                        help=f"pJ per {op} (default {default})")
-    parser.add_flag("--energy-shift", type=_energy, default=None,
-                    help="pJ per shift (default: shifts are counted but not priced)")
+    add_op_flags(parser)
     parser.add_argument("--counts", choices=COUNT_CONVENTIONS, default="total",
                         help="total (default: all layers, biases, BatchNorm) or paper")
     parser.add_argument("--output", required=True, help="the .png file to write")
     parser.add_argument("--dpi", type=int, default=DEFAULT_DPI,
                         help=f"pixels per inch (default {DEFAULT_DPI}; 11 x 4.5 inches)")
-    args = parser.parse_args(argv)
-    args.variants = (layer_kinds() if args.variants == "all"
-                     else tuple(v.strip() for v in args.variants.split(",") if v.strip()))
-    unknown = [v for v in args.variants if v not in layer_kinds()]
-    if unknown or not args.variants:
-        parser.error(f"unknown variant(s) {unknown}; choose from {', '.join(layer_kinds())} "
-                     "or 'all'")
-    try:
-        get_model_info(args.model)
-    except ValueError as error:  # the registry's message lists the names
-        parser.error(str(error))
-    return args
+    return check_op_flags(parser, parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Counts the model's variants and writes the chart; exit 2 on bad flags."""
     args = parse_flags(sys.argv[1:] if argv is None else argv)
-    table = EnergyTable(args.energy_add, args.energy_mul,
-                        EnergyTable.source if (args.energy_add, args.energy_mul) ==
-                        (EnergyTable.add_pj, EnergyTable.mul_pj) else "user-given")
+    table = energy_table(args)
 
     def run() -> int:
         try:
