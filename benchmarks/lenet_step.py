@@ -1,15 +1,13 @@
 """LeNet-5-BN training step (the main job's model) with and without the few-channel CPU paths.
 
-Three changes make LeNet-5 faster on XLA:CPU, each the same arithmetic in another order:
+Two changes make LeNet-5 faster on XLA:CPU, each the same arithmetic in another order:
   - conv1 (1 -> 6 channels, 5x5) as shifted windows (ops/few_channel_conv.py) instead of
     `lax.conv_general_dilated`;
   - conv2's 5x5x6 adder kernel fused into one loop body (ops/shifted.py, WHOLE_KERNEL_TERMS)
-    instead of 25 blocks of 6 terms;
-  - 2x2 max-pooling as a reshape and max (models/common.py) instead of `reduce_window`, whose
-    gradient XLA:CPU computes by select-and-scatter.
+    instead of 25 blocks of 6 terms.
 This script times the jitted training step of the classification task (forward, backward,
-adder_sgd update) at batch 128 for the adder and cnn variants with all three on ("now") and all
-three off ("before"), interleaved in one run, and the single ops alone.
+adder_sgd update) at batch 128 for the adder and cnn variants with both on ("now") and both
+off ("before"), interleaved in one run, and the two ops alone.
 
     python benchmarks/lenet_step.py [--batch-size 128] [--repeats 20]
 """
@@ -28,24 +26,14 @@ from flax import nnx
 from timing import best_seconds, cpu_description, cpu_line
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from addernet_jax.models import lenet  # noqa: E402
 from addernet_jax.ops import adder2d, few_channel_conv, shifted  # noqa: E402
 from addernet_jax.tasks import Classification, jit_train_step  # noqa: E402
 from configs import default  # noqa: E402
 
 
-def reduce_window_pool(x):
-    """2x2 max-pool by `nnx.max_pool` (the path before)."""
-    return nnx.max_pool(x, (2, 2), strides=(2, 2))
-
-
 def set_fast_paths(on: bool) -> None:
     few_channel_conv.ENABLED = on
     shifted.WHOLE_KERNEL_TERMS = 200 if on else 0
-    lenet.max_pool_2x2 = FAST_POOL if on else reduce_window_pool
-
-
-FAST_POOL = lenet.max_pool_2x2
 
 
 def make_step(variant: str, batch_size: int, on: bool):
@@ -69,32 +57,28 @@ def make_step(variant: str, batch_size: int, on: bool):
     return run
 
 
-def _time_ops(x1, w1, x2, w2, h, repeats: int) -> dict:
+def _time_ops(x1, w1, x2, w2, repeats: int) -> dict:
     """Seconds of each op with the paths as set now (fresh jits, so traced with them)."""
     conv = jax.jit(lambda x, w: few_channel_conv.few_channel_conv(
         x, w, (1, 1), ((2, 2), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC")))
     adder = jax.jit(lambda x, w: adder2d(x, w, impl="shifted"))
-    pool = lenet.max_pool_2x2
-    pool_grad = jax.jit(jax.grad(lambda h: (pool(h) ** 2).sum()))
     return {
         "conv1 forward": best_seconds(lambda: conv(x1, w1).block_until_ready(), repeats),
         "conv2 adder forward": best_seconds(lambda: adder(x2, w2).block_until_ready(), repeats),
-        "pool1 gradient": best_seconds(lambda: pool_grad(h).block_until_ready(), repeats),
     }
 
 
 def op_times(batch_size: int, repeats: int) -> dict:
-    """ms of conv1 forward, conv2 adder forward and a 2x2 pool's gradient, before and now."""
+    """ms of conv1 forward and conv2 adder forward, before and now."""
     rng = np.random.default_rng(1)
     x1 = jnp.asarray(rng.normal(size=(batch_size, 28, 28, 1)), jnp.float32)
     w1 = jnp.asarray(rng.normal(size=(5, 5, 1, 6)), jnp.float32)
     x2 = jnp.asarray(rng.normal(size=(batch_size, 14, 14, 6)), jnp.float32)
     w2 = jnp.asarray(rng.normal(size=(5, 5, 6, 16)), jnp.float32)
-    h = jnp.asarray(rng.normal(size=(batch_size, 28, 28, 6)), jnp.float32)
     rows = {}
     for on in (False, True):
         set_fast_paths(on)
-        rows["now" if on else "before"] = _time_ops(x1, w1, x2, w2, h, repeats)
+        rows["now" if on else "before"] = _time_ops(x1, w1, x2, w2, repeats)
     return {op: {k: 1e3 * rows[k][op] for k in rows} for op in rows["now"]}
 
 

@@ -598,4 +598,4 @@ def test_cli_json_marks_unpriced_shifts_and_rejects_negative_energy(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--model", "resnet20", "--energy-shift", "-1"])
     assert exit_info.value.code == 2
-    assert "--energy-shift must be a number >= 0" in capsys.readouterr().err
+    assert "argument --energy-shift: must be a number >= 0" in capsys.readouterr().err
