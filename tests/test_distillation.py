@@ -18,6 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
+from config_diff import differences
 from flax import nnx
 from jax import lax
 from test_training_runs import REPO, assert_same_state, environment
@@ -501,23 +502,12 @@ CONFIGS = ["pkkd_cifar10_resnet20", "pkkd_cifar10_resnet32", "pkkd_cifar10_vgg_s
            "pkkd_imagenet_resnet18", "pkkd_imagenet_resnet50", "pkkd_cifar10_resnet20_quick"]
 
 
-def flat_config(name: str) -> dict:
-    def flatten(tree, prefix=""):
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                yield from flatten(value, f"{prefix}{key}.")
-            else:
-                yield f"{prefix}{key}", value
-
-    config = importlib.import_module(f"configs.{name}").get_config()
-    return dict(flatten(config.to_dict()))
-
-
 @pytest.mark.parametrize("model", ["resnet20", "resnet32", "vgg_small"])
 def test_cifar100_pkkd_configs_differ_from_cifar10_only_in_the_dataset(model):
-    cifar100, cifar10 = flat_config(f"pkkd_cifar100_{model}"), flat_config(f"pkkd_cifar10_{model}")
-    assert cifar100.keys() == cifar10.keys()
-    assert {k: (v, cifar10[k]) for k, v in cifar100.items() if v != cifar10[k]} == {
+    def load(name):
+        return importlib.import_module(f"configs.{name}").get_config()
+
+    assert differences(load(f"pkkd_cifar100_{model}"), load(f"pkkd_cifar10_{model}")) == {
         "data.dataset": ("cifar100", "cifar10")}
 
 

@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 import torch
+from config_diff import differences
 from flax import nnx
 from torch import nn as tnn
 
@@ -282,19 +283,6 @@ def tiny(config, tmp_path):
     config.data.source, config.data.train_subset = "tfds", 0
     config.data.data_dir = str(tmp_path / "tfds")
     return config
-
-
-def differences(config, base):
-    """{dotted field: (config's value, base's value)} where two configs differ."""
-    def leaves(tree, prefix=""):
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                yield from leaves(value, f"{prefix}{key}.")
-            else:
-                yield f"{prefix}{key}", value
-    ours, theirs = dict(leaves(config.to_dict())), dict(leaves(base.to_dict()))
-    assert ours.keys() == theirs.keys()
-    return {k: (v, theirs[k]) for k, v in ours.items() if v != theirs[k]}
 
 
 @pytest.mark.parametrize("kind", KINDS)
