@@ -367,16 +367,3 @@ def test_registry():
         from addernet_jax.models import CifarResNet
 
         CifarResNet(21, num_classes=10, rngs=nnx.Rngs(0))
-
-
-@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (3, 7, 9, 2), (1, 28, 28, 6)], ids=str)
-def test_max_pool_2x2_equals_nnx_max_pool(shape):
-    """The reshape max-pool: nnx.max_pool's values and (tie-free) gradients, odd sizes floored."""
-    from addernet_jax.models.common import max_pool_2x2
-
-    x = jnp.asarray(np.random.default_rng(0).normal(size=shape).astype(np.float32))
-    reference = lambda x: nnx.max_pool(x, (2, 2), strides=(2, 2))  # noqa: E731
-    np.testing.assert_array_equal(max_pool_2x2(x), reference(x))
-    cotangent = jnp.asarray(np.random.default_rng(1).normal(size=reference(x).shape), jnp.float32)
-    grad = lambda pool: jax.vjp(pool, x)[1](cotangent)[0]  # noqa: E731
-    np.testing.assert_array_equal(grad(max_pool_2x2), grad(reference))
