@@ -21,9 +21,9 @@ import functools
 import jax
 from jax import lax
 
+from addernet_jax.ops import shifted
 from addernet_jax.ops.geometry import Geometry
 from addernet_jax.ops.reference import pad_input
-from addernet_jax.ops.shifted import TERM_BUDGET, WHOLE_KERNEL_TERMS, shifted_sum
 
 # Output channels up to which the shifted form wins: 1 -> 6 (5x5) 13x and 3 -> 16 (3x3) 4.5x
 # faster than lax.conv, but 1 -> 32 (5x5, LeNet++) 0.86x (one Xeon core, batch 128-256).
@@ -40,7 +40,7 @@ def _product(a, b, _):
 def conv_shifted(x: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
     """NHWC x HWIO -> NHWC convolution by shifted-window accumulation (forward only)."""
     out_hw = geometry.output_hw(x.shape[1:3], w.shape[:2])
-    return shifted_sum(pad_input(x, geometry), w, out_hw, geometry.strides, _product)
+    return shifted.shifted_sum(pad_input(x, geometry), w, out_hw, geometry.strides, _product)
 
 
 def conv_lax(x: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
@@ -74,8 +74,8 @@ def uses_shifted_form(x_shape, w_shape, dtype) -> bool:
         ENABLED
         and jax.default_backend() == "cpu"
         and dtype == jax.numpy.float32
-        and c_in < TERM_BUDGET
-        and kh * kw * c_in <= WHOLE_KERNEL_TERMS
+        and c_in < shifted.TERM_BUDGET
+        and shifted.fuses_whole_kernel(kh, kw, c_in)
         and c_out <= MAX_OUT_CHANNELS
     )
 

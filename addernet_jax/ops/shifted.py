@@ -79,6 +79,11 @@ def _channel_chunk(kh, kw, channels, budget, whole_kernel_terms=0):
     return math.ceil(channels / math.ceil(channels / budget))
 
 
+def fuses_whole_kernel(kh: int, kw: int, channels: int) -> bool:
+    """Whether `shifted_sum` sums a (kh, kw, channels, D) kernel in one loop body (no scan)."""
+    return _channel_chunk(kh, kw, channels, TERM_BUDGET, WHOLE_KERNEL_TERMS) is None
+
+
 def shifted_sum(src, weights, out_hw, strides, term: Term, context=None):
     """out[n,i,j,d] = sum_{u,v,e} term(src[n, i*sh+u, j*sw+v, e], weights[u,v,e,d], context).
 
