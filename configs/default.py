@@ -53,6 +53,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.schedule.every_steps = 0  # "multistep" with > 0: decay every this many steps instead
 
     config.label_smoothing = 0.0  # > 0: training targets smoothed towards uniform (not official)
+    # > 0: evaluate and export an exponential moving average of the weights with this decay
+    # (optim/averaging.py; classification); 0: the trained weights themselves (official)
+    config.ema_decay = 0.0
     config.seed = 0
     config.batch_size = 256  # global, over all devices and processes
     config.eval_batch_size = 100  # official test batch; any size gives the same numbers

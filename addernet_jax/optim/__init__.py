@@ -4,6 +4,7 @@ Below the tasks (every task's train state holds optimizers) and above the layers
 variable types declare the rules: `AdderKernel.adaptive_lr`, ...).
 """
 
+from addernet_jax.optim.averaging import average_decay, update_average
 from addernet_jax.optim.optimizer import (
     ETA,
     OPTIMIZERS,
@@ -27,6 +28,7 @@ __all__ = [
     "adder_adam",
     "adder_kernel_mask",
     "adder_sgd",
+    "average_decay",
     "apply_epoch_end",
     "apply_projections",
     "create_optimizer",
@@ -36,5 +38,6 @@ __all__ = [
     "rule_mask",
     "scale_by_adaptive_lr",
     "step_decay",
+    "update_average",
     "weight_decay_mask",
 ]

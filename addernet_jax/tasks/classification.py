@@ -5,6 +5,10 @@ Train state {'model', 'optimizer'}: the model of `config.model` and the optimize
 torch-style SGD; ADDERNET.md 6). Metrics: training loss, accuracy and learning rate; evaluation
 top-1, top-5 and mean cross-entropy on the test split; the best checkpoint has the highest
 top-1 ("accuracy").
+
+With `config.ema_decay` > 0 the state is {'model', 'online', 'optimizer'}: the optimizer trains
+'online', and 'model', the exported and evaluated one, is the exponential moving average of its
+weights (optim/averaging.py); evaluations also report the online model ('online_top1', ...).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from addernet_jax.optim import (
     apply_projections,
     create_schedule,
     make_transformation,
+    update_average,
 )
 from addernet_jax.runtime import parallel
 from addernet_jax.tasks.base import (
@@ -141,6 +146,13 @@ def classification_pipelines(config) -> Pipelines:
                                        data.num_eval_batches(len(eval_source), eval_batch_size))})
 
 
+def copy_model(model: nnx.Module) -> nnx.Module:
+    """A copy of `model` with arrays of its own: the jitted train step donates the state's
+    buffers, and a buffer held twice (as `nnx.clone` leaves it) would be donated twice."""
+    graphdef, arrays = nnx.split(model)
+    return nnx.merge(graphdef, jax.tree.map(jnp.copy, arrays))
+
+
 def create_classifier(section, num_classes: int, seed: int, init_from: str = ""):
     """The model of a `model` config section, optionally initialised from a checkpoint."""
     model = create_model(section.name, num_classes=num_classes, variant=section.variant,
@@ -156,6 +168,7 @@ class Classification(Task):
 
     name = "classification"
     best = BestMetric(split="test", key="top1", name="accuracy", mode="max")
+    defining_fields = (*Task.defining_fields, "ema_decay")
 
     def check_config(self) -> None:
         config = self.config
@@ -164,6 +177,8 @@ class Classification(Task):
         check_optimizer_config(config)
         require(0.0 <= config.get("label_smoothing", 0.0) < 1.0,
                 "config.label_smoothing must be in [0, 1)")
+        require(0.0 <= self.ema_decay < 1.0,
+                f"config.ema_decay = {self.ema_decay} must be in [0, 1) (0: no averaging)")
         info = get_model_info(config.model.name)
         require(info.task == "classification",
                 f"config.model.name = {config.model.name!r} is a {info.task} model, not a "
@@ -171,6 +186,10 @@ class Classification(Task):
         if config.init_from:
             require(Path(config.init_from).exists(),
                     f"config.init_from = {config.init_from!r} does not exist")
+
+    @property
+    def ema_decay(self) -> float:
+        return self.config.get("ema_decay", 0.0)
 
     @property
     def num_classes(self) -> int:
@@ -184,14 +203,18 @@ class Classification(Task):
         model = create_classifier(config.model, self.num_classes, config.seed, config.init_from)
         self.schedule = create_schedule(config, steps_per_epoch)
         tx = make_transformation(model, self.schedule, config.optimizer)
-        return {"model": model, "optimizer": nnx.Optimizer(model, tx, wrt=nnx.Param)}
+        optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+        if not self.ema_decay:
+            return {"model": model, "optimizer": optimizer}
+        return {"model": copy_model(model), "online": model, "optimizer": optimizer}
 
     def model_specs(self) -> dict[str, dict]:
         model = self.config.model
-        return {"model": model_spec(model.name, model.variant, num_classes=self.num_classes)}
+        spec = model_spec(model.name, model.variant, num_classes=self.num_classes)
+        return {"model": spec, "online": spec} if self.ema_decay else {"model": spec}
 
     def train_step(self, state, batch):
-        model, optimizer = state["model"], state["optimizer"]
+        model, optimizer = state.get("online", state["model"]), state["optimizer"]
         model.train()
 
         smoothing = self.config.get("label_smoothing", 0.0)
@@ -204,27 +227,46 @@ class Classification(Task):
         (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
         optimizer.update(model, grads)
         apply_projections(model)
+        if self.ema_decay:
+            update_average(state["model"], model, optimizer.step[...], self.ema_decay)
         return {"loss": loss,
                 "accuracy": jnp.mean(jnp.argmax(logits, axis=-1) == batch["label"]),
                 "learning_rate": learning_rate}
 
+    def eval_models(self, state):
+        if "online" in state:
+            return {"model": state["model"], "online": state["online"]}
+        return {"model": state["model"]}
+
     def eval_step(self, models, batch, split):
         del split
-        model = models["model"]
-        model.eval()
-        return classification_sums(model(batch["image"]), batch["label"], batch["mask"])
+        sums = {}
+        for key, model in models.items():
+            model.eval()
+            prefix = "" if key == "model" else f"{key}_"
+            sums.update({f"{prefix}{name}": value for name, value in classification_sums(
+                model(batch["image"]), batch["label"], batch["mask"]).items()})
+        return sums
 
     def reduce(self, sums, split):
         del split
-        return classification_results(sums)
+        results = classification_results(sums)
+        if "online_count" in sums:
+            results.update(classification_results(sums, "online_"))
+            results["count"] = int(sums["count"])
+        return results
 
     def format_train(self, metrics) -> str:
         return (f"loss {metrics['loss']:.4f} acc {100 * metrics['accuracy']:.2f}% "
                 f"lr {metrics['learning_rate']:.5f}")
 
     def format_eval(self, results) -> str:
-        return (f"top-1 {100 * results['top1']:.2f}% top-5 {100 * results['top5']:.2f}% "
+        line = (f"top-1 {100 * results['top1']:.2f}% top-5 {100 * results['top5']:.2f}% "
                 f"loss {results['loss']:.4f}")
+        if "online_top1" in results:
+            line += (f" (online model {100 * results['online_top1']:.2f}% / "
+                     f"{100 * results['online_top5']:.2f}%)")
+        return line
 
     def format_best(self, value: float) -> str:
         return f"{100 * value:.2f}%"
