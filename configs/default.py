@@ -17,6 +17,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.name = "resnet20"
     config.model.variant = "adder"  # a layer kind: "cnn" is the same network with convolutions
     config.model.impl = "auto"  # adder2d implementation ('auto', 'shifted', 'reference', ...)
+    # the adder layers' input gradient: 'hardtanh' (paper Eq. 6, official) or 'sign' (exact, U10)
+    config.model.input_grad = "hardtanh"
 
     config.data = ml_collections.ConfigDict()
     config.data.dataset = "cifar10"

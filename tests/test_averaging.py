@@ -1,6 +1,7 @@
 """The moving average of the weights (config.ema_decay): the update rule against numpy, and a tiny
 classification run whose exported and evaluated model is the average of the trained one."""
 
+import importlib
 import json
 
 import jax
@@ -12,6 +13,7 @@ from flax import nnx
 from addernet_jax.loading import describe_checkpoint, load_checkpoint
 from addernet_jax.optim import average_decay, update_average
 from addernet_jax.tasks import ConfigError
+from addernet_jax.training.config_checks import validate_config
 from addernet_jax.training.loop import train_and_evaluate
 from configs import default
 
@@ -75,3 +77,11 @@ def test_decay_out_of_range_is_a_config_error(mnist_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"config.ema_decay = 1.0 must be in \[0, 1\)"):
         train_and_evaluate(_tiny_config(mnist_dir, 1.0), str(tmp_path / "bad"))
     assert not (tmp_path / "bad" / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("name", ["pkkd_tiny", "sr_vdsr_x2_cpu"])
+def test_tasks_without_averaging_refuse_the_field(name):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    config.ema_decay = 0.999
+    with pytest.raises(ConfigError, match="config.ema_decay is supported by the classification"):
+        validate_config(config)

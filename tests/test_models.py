@@ -367,3 +367,26 @@ def test_registry():
         from addernet_jax.models import CifarResNet
 
         CifarResNet(21, num_classes=10, rngs=nnx.Rngs(0))
+
+
+def test_input_grad_reaches_every_adder_layer_and_only_the_backward():
+    """config.model.input_grad (ADDERNET.md U10): 'sign' changes every adder layer's input
+    gradient, not the forward."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(16, 28, 28, 1)), jnp.float32)
+    models = {grad: create_model("lenet5", num_classes=10, input_grad=grad, rngs=nnx.Rngs(0))
+              for grad in ("hardtanh", "sign")}
+    for grad, model in models.items():
+        adders = [m for _, m in nnx.iter_modules(model) if isinstance(m, Adder2D)]
+        assert len(adders) == 3 and {m.input_grad for m in adders} == {grad}
+        model.eval()
+    np.testing.assert_array_equal(models["sign"](x), models["hardtanh"](x))
+
+    weights = jnp.asarray(np.random.default_rng(1).normal(size=(16, 10)), jnp.float32)
+
+    def conv1_grad(model):  # training mode (batch statistics over 16 images, not 2)
+        model.train()
+        return nnx.grad(lambda m: (m(x) * weights).sum())(model).conv1.kernel[...]
+
+    assert not np.allclose(conv1_grad(models["sign"]), conv1_grad(models["hardtanh"]))
+    with pytest.raises(ValueError, match="unknown input_grad 'tanh'"):
+        create_model("lenet5", num_classes=10, input_grad="tanh", rngs=nnx.Rngs(0))

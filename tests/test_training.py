@@ -82,6 +82,8 @@ def test_official_cifar_recipe_is_the_default():
         ("schedule.name", "step", r"config.schedule.name = 'step'"),
         ("data.source", "local", r"config.data.local_path = '' is not a directory"),
         ("num_epochs", 0, r"config.num_epochs = 0 must be >= 1"),
+        ("model.input_grad", "tanh", r"config.model.input_grad = 'tanh' is not one of"),
+        ("ema_decay", 1.5, r"config.ema_decay = 1.5 must be in \[0, 1\)"),
     ],
 )
 def test_bad_configs_fail_before_any_work(field, value, message, tmp_path):

@@ -20,13 +20,14 @@ from collections.abc import Callable
 
 from flax import nnx
 
-from addernet_jax.layers import get_layer_kind
+from addernet_jax.layers import Adder2D, get_layer_kind
 from addernet_jax.models.cifar_resnet import BasicBlock, CifarResNet
 from addernet_jax.models.imagenet_resnet import Bottleneck, ImageNetResNet
 from addernet_jax.models.lenet import LeNet5
 from addernet_jax.models.lenetpp import LeNetPP
 from addernet_jax.models.sr import EDSR, VDSR, edsr_baseline, edsr_full
 from addernet_jax.models.vgg import VGG19Small, VGGSmall
+from addernet_jax.ops.adder2d import INPUT_GRADS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,21 +84,30 @@ def get_model_info(name: str) -> ModelInfo:
     return MODELS[name]
 
 
-def create_model(name: str, *, variant: str = "adder", rngs: nnx.Rngs, **kwargs) -> nnx.Module:
+def create_model(name: str, *, variant: str = "adder", rngs: nnx.Rngs,
+                 input_grad: str = "hardtanh", **kwargs) -> nnx.Module:
     """Builds a registered model.
 
     Args:
       name: one of `list_models()`.
       variant: a layer kind ('adder', 'cnn', ...).
       rngs: NNX random streams for the initialisation.
+      input_grad: the input gradient of every adder layer: 'hardtanh' (paper Eq. 6) or 'sign'
+        (the exact derivative; ADDERNET.md U10). Training only: the forward is the same.
       **kwargs: passed to the constructor: `num_classes` for a classifier, and e.g.
         `impl='reference'`.
 
     Returns:
       The NNX module, in training mode.
     """
+    if input_grad not in INPUT_GRADS:
+        raise ValueError(f"unknown input_grad {input_grad!r}; choose one of {INPUT_GRADS}")
     constructor = get_model_info(name).constructor
-    return constructor(variant=variant, rngs=rngs, **kwargs)
+    model = constructor(variant=variant, rngs=rngs, **kwargs)
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, Adder2D):
+            module.input_grad = input_grad
+    return model
 
 
 def model_spec(name: str, variant: str, **arguments) -> dict:

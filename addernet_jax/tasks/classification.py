@@ -27,6 +27,7 @@ from addernet_jax.layers import layer_kinds
 from addernet_jax.loading import load_weights_into
 from addernet_jax.models import create_model, get_model_info, list_models, model_spec
 from addernet_jax.ops import IMPLEMENTATIONS
+from addernet_jax.ops.adder2d import INPUT_GRADS
 from addernet_jax.optim import (
     OPTIMIZERS,
     SCHEDULES,
@@ -73,6 +74,26 @@ def classification_sums(logits, labels, mask) -> dict[str, jax.Array]:
     }
 
 
+def models_sums(models: dict, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """`classification_sums` of every model of `models` (in eval mode) on one batch, keyed with
+    '' for the exported 'model' and '<key>_' for the others ('online_', 'teacher_')."""
+    sums = {}
+    for key, model in models.items():
+        model.eval()
+        prefix = "" if key == "model" else f"{key}_"
+        sums.update({f"{prefix}{name}": value for name, value in classification_sums(
+            model(batch["image"]), batch["label"], batch["mask"]).items()})
+    return sums
+
+
+def models_results(sums: dict[str, float]) -> dict[str, float]:
+    """`classification_results` of every model whose sums `models_sums` made."""
+    results = {}
+    for prefix in sorted({key[: -len("count")] for key in sums if key.endswith("count")}):
+        results.update(classification_results(sums, prefix))
+    return results
+
+
 def classification_results(sums: dict[str, float], prefix: str = "") -> dict[str, float]:
     """{'top1', 'top5' (fractions), 'loss' (mean cross-entropy), 'count'} from the sums."""
     count = float(sums["count"])
@@ -101,6 +122,7 @@ def check_model_config(section, field: str = "model") -> None:
     one_of(section.name, list_models(), f"{field}.name")
     one_of(section.variant, layer_kinds(), f"{field}.variant")
     one_of(section.impl, ["auto", *IMPLEMENTATIONS], f"{field}.impl")
+    one_of(section.get("input_grad", "hardtanh"), INPUT_GRADS, f"{field}.input_grad")
 
 
 def check_optimizer_config(config) -> None:
@@ -156,7 +178,8 @@ def copy_model(model: nnx.Module) -> nnx.Module:
 def create_classifier(section, num_classes: int, seed: int, init_from: str = ""):
     """The model of a `model` config section, optionally initialised from a checkpoint."""
     model = create_model(section.name, num_classes=num_classes, variant=section.variant,
-                         impl=section.impl, rngs=nnx.Rngs(seed))
+                         impl=section.impl, input_grad=section.get("input_grad", "hardtanh"),
+                         rngs=nnx.Rngs(seed))
     if init_from:
         load_weights_into(model, init_from,
                           model_spec(section.name, section.variant, num_classes=num_classes))
@@ -240,21 +263,11 @@ class Classification(Task):
 
     def eval_step(self, models, batch, split):
         del split
-        sums = {}
-        for key, model in models.items():
-            model.eval()
-            prefix = "" if key == "model" else f"{key}_"
-            sums.update({f"{prefix}{name}": value for name, value in classification_sums(
-                model(batch["image"]), batch["label"], batch["mask"]).items()})
-        return sums
+        return models_sums(models, batch)
 
     def reduce(self, sums, split):
         del split
-        results = classification_results(sums)
-        if "online_count" in sums:
-            results.update(classification_results(sums, "online_"))
-            results["count"] = int(sums["count"])
-        return results
+        return models_results(sums)
 
     def format_train(self, metrics) -> str:
         return (f"loss {metrics['loss']:.4f} acc {100 * metrics['accuracy']:.2f}% "

@@ -67,10 +67,10 @@ from addernet_jax.tasks.classification import (
     check_model_config,
     check_optimizer_config,
     classification_pipelines,
-    classification_results,
-    classification_sums,
     create_classifier,
     cross_entropy,
+    models_results,
+    models_sums,
 )
 
 LayerPath = tuple[str | int, ...]
@@ -243,6 +243,8 @@ class Distillation(Task):
         require("pkkd" in config and "teacher" in config, "config.task = 'distillation' needs "
                 "the config.teacher and config.pkkd sections (configs/pkkd_*.py, with_pkkd)")
         check_model_config(config.model)
+        require(not config.get("ema_decay", 0.0), "config.ema_decay is supported by the "
+                "classification task only; set it to 0 for distillation")
         one_of(config.teacher.variant, layer_kinds(), "teacher.variant")
         one_of(config.teacher.impl, ["auto", *IMPLEMENTATIONS], "teacher.impl")
         check_data_config(config)
@@ -290,7 +292,9 @@ class Distillation(Task):
 
     def _create(self, section, seed: int) -> nnx.Module:
         return create_model(self.config.model.name, num_classes=self.num_classes,
-                            variant=section.variant, impl=section.impl, rngs=nnx.Rngs(seed))
+                            variant=section.variant, impl=section.impl,
+                            input_grad=section.get("input_grad", "hardtanh"),
+                            rngs=nnx.Rngs(seed))
 
     def create_pipelines(self) -> Pipelines:
         return classification_pipelines(self.config)
@@ -446,17 +450,11 @@ class Distillation(Task):
 
     def eval_step(self, models, batch, split):
         del split
-        sums = {}
-        for key, prefix in (("teacher", "teacher_"), ("model", "")):
-            model = models[key]
-            model.eval()
-            sums.update({f"{prefix}{name}": value for name, value in classification_sums(
-                model(batch["image"]), batch["label"], batch["mask"]).items()})
-        return sums
+        return models_sums(models, batch)
 
     def reduce(self, sums, split):
         del split
-        return {**classification_results(sums), **classification_results(sums, "teacher_")}
+        return models_results(sums)
 
     def format_train(self, metrics) -> str:
         return (f"loss {metrics['loss']:.4f} (mid {metrics['mid_loss']:.4f} blend "

@@ -71,7 +71,8 @@ def create_sr_model(config, *, abstract: bool = False) -> nnx.Module:
 
     def build():
         return create_model(config.model.name, variant=config.model.variant,
-                            impl=config.model.impl, rngs=nnx.Rngs(config.seed), **kwargs)
+                            impl=config.model.impl, rngs=nnx.Rngs(config.seed),
+                            input_grad=config.model.get("input_grad", "hardtanh"), **kwargs)
 
     return nnx.eval_shape(build) if abstract else build()
 
@@ -126,6 +127,8 @@ class SuperResolution(Task):
     def check_config(self) -> None:
         config = self.config
         check_model_config(config.model)
+        require(not config.get("ema_decay", 0.0), "config.ema_decay is supported by the "
+                "classification task only; set it to 0 for super-resolution")
         require(get_model_info(config.model.name).task == self.name,
                 f"config.model.name = {config.model.name!r} is not a super-resolution model")
         try:
