@@ -117,12 +117,17 @@ def check_data_config(config) -> None:
            "data.augmentation")
 
 
+def adder_input_grad(section) -> str:
+    """A model section's adder input gradient ('hardtanh' for configs without the field)."""
+    return section.get("input_grad", "hardtanh")
+
+
 def check_model_config(section, field: str = "model") -> None:
     """A model section's name, variant and implementation."""
     one_of(section.name, list_models(), f"{field}.name")
     one_of(section.variant, layer_kinds(), f"{field}.variant")
     one_of(section.impl, ["auto", *IMPLEMENTATIONS], f"{field}.impl")
-    one_of(section.get("input_grad", "hardtanh"), INPUT_GRADS, f"{field}.input_grad")
+    one_of(adder_input_grad(section), INPUT_GRADS, f"{field}.input_grad")
 
 
 def check_optimizer_config(config) -> None:
@@ -178,7 +183,7 @@ def copy_model(model: nnx.Module) -> nnx.Module:
 def create_classifier(section, num_classes: int, seed: int, init_from: str = ""):
     """The model of a `model` config section, optionally initialised from a checkpoint."""
     model = create_model(section.name, num_classes=num_classes, variant=section.variant,
-                         impl=section.impl, input_grad=section.get("input_grad", "hardtanh"),
+                         impl=section.impl, input_grad=adder_input_grad(section),
                          rngs=nnx.Rngs(seed))
     if init_from:
         load_weights_into(model, init_from,

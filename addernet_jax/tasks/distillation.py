@@ -63,6 +63,7 @@ from addernet_jax.optim import (
 from addernet_jax.tasks import kernels
 from addernet_jax.tasks.base import BestMetric, ConfigError, Pipelines, Task, one_of, require
 from addernet_jax.tasks.classification import (
+    adder_input_grad,
     check_data_config,
     check_model_config,
     check_optimizer_config,
@@ -293,7 +294,7 @@ class Distillation(Task):
     def _create(self, section, seed: int) -> nnx.Module:
         return create_model(self.config.model.name, num_classes=self.num_classes,
                             variant=section.variant, impl=section.impl,
-                            input_grad=section.get("input_grad", "hardtanh"),
+                            input_grad=adder_input_grad(section),
                             rngs=nnx.Rngs(seed))
 
     def create_pipelines(self) -> Pipelines:

@@ -40,7 +40,11 @@ from addernet_jax.tasks.base import (
     one_of,
     require,
 )
-from addernet_jax.tasks.classification import check_model_config, check_optimizer_config
+from addernet_jax.tasks.classification import (
+    adder_input_grad,
+    check_model_config,
+    check_optimizer_config,
+)
 from addernet_jax.tasks.sr_tiles import eval_margin, sums_to_metrics, tile_sums, tiled_eval_data
 
 TRAIN_SOURCES = ("paired", "hr_folder", "div2k")
@@ -72,7 +76,7 @@ def create_sr_model(config, *, abstract: bool = False) -> nnx.Module:
     def build():
         return create_model(config.model.name, variant=config.model.variant,
                             impl=config.model.impl, rngs=nnx.Rngs(config.seed),
-                            input_grad=config.model.get("input_grad", "hardtanh"), **kwargs)
+                            input_grad=adder_input_grad(config.model), **kwargs)
 
     return nnx.eval_shape(build) if abstract else build()
 
